@@ -1,0 +1,153 @@
+"""`observing-pipelines`: the operator's command line, a second face of the same code.
+
+- `resolve-taxa` runs today's one-shot pass without Dagster, with today's flags and exit codes
+  (0 done, 1 database connection, enumeration or refresh failed, 2 no database configured).
+- `migrate` applies our migrations, then Dagster's.
+- `dev` sets up and starts the whole system locally: embedded Postgres when no database is
+  configured, migrations, a demo data set in an empty database, then `dagster dev`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import psycopg2
+
+from observing_pipelines.db import app_tables, migrate
+from observing_pipelines.db.connection import (
+    DatabaseNotConfiguredError,
+    connect,
+    database_url,
+    redact,
+)
+from observing_pipelines.resources import build_resources
+from observing_pipelines.settings import Settings
+from observing_pipelines.taxa.resolve import ResolveOptions, TaxaResolver
+
+log = logging.getLogger("observing_pipelines.cli")
+
+EXIT_OK, EXIT_FAILED, EXIT_NO_DATABASE = 0, 1, 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="observing-pipelines", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    resolve = commands.add_parser("resolve-taxa", help="one resolve_taxa pass, without Dagster")
+    resolve.add_argument("--dry-run", action="store_true", help="no HTTP call, no write")
+    resolve.add_argument("--limit", type=_positive, help="at most N distinct pairs per pass")
+    resolve.add_argument(
+        "--rate-limit-ms",
+        type=_non_negative,
+        help="minimum pause between GBIF requests (default 100)",
+    )
+    resolve.add_argument("--kingdom", help="only identifications of this kingdom")
+    resolve.set_defaults(handler=_resolve_taxa)
+
+    upgrade = commands.add_parser("migrate", help="apply our migrations, then Dagster's")
+    upgrade.add_argument(
+        "--app-mirror",
+        action="store_true",
+        help="also create the app's tables (development and tests only)",
+    )
+    upgrade.set_defaults(handler=_migrate)
+
+    dev = commands.add_parser("dev", help="set up and start the system locally (dagster dev)")
+    dev.add_argument("--port", type=int, default=3000)
+    dev.set_defaults(handler=_dev)
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    return args.handler(args, Settings.from_env())
+
+
+def _resolve_taxa(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        url = database_url(settings.database)
+    except DatabaseNotConfiguredError as error:
+        log.error("%s", error)
+        return EXIT_NO_DATABASE
+    if args.rate_limit_ms is not None:
+        settings = replace(settings, gbif_min_interval_ms=args.rate_limit_ms)
+    resources = build_resources(settings)
+    gbif, wikidata = resources["gbif"], resources["wikidata"]
+    options = ResolveOptions(
+        dry_run=args.dry_run,
+        limit=args.limit,
+        kingdom=args.kingdom,
+        max_concurrency=settings.gbif_max_concurrency,
+    )
+    try:
+        with connect(url) as conn:
+            report = TaxaResolver(conn, gbif.get_client(), wikidata.get_client(), options).run()
+    except psycopg2.Error as error:
+        log.error("Database failure (%s): %s", redact(url), str(error).strip())
+        return EXIT_FAILED
+    print(json.dumps(report.metadata()))
+    return EXIT_OK
+
+
+def _migrate(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        url = database_url(settings.database)
+    except DatabaseNotConfiguredError as error:
+        log.error("%s", error)
+        return EXIT_NO_DATABASE
+    migrate.upgrade_all(url, app_mirror=args.app_mirror)
+    log.info("Migrations applied to %s", redact(url))
+    return EXIT_OK
+
+
+def _dev(args: argparse.Namespace, settings: Settings) -> int:
+    from observing_pipelines.db.embedded import start_embedded_postgres
+    from observing_pipelines.demo import DEMO_IDENTIFICATIONS
+
+    project = Path.cwd()
+    embedded = not settings.database.configured
+    url = (
+        start_embedded_postgres(settings.embedded_pgdata)
+        if embedded
+        else database_url(settings.database)
+    )
+    migrate.upgrade_all(url, app_mirror=embedded)
+    if embedded:
+        with connect(url) as conn, conn:
+            if app_tables.count_identifications(conn) == 0:
+                app_tables.insert_identifications(conn, DEMO_IDENTIFICATIONS)
+                log.info("Empty database: added %d demo identifications", len(DEMO_IDENTIFICATIONS))
+        log.info("Embedded PostgreSQL data: %s (URL %s)", settings.embedded_pgdata.resolve(), url)
+    dagster_home = Path(os.environ.get("DAGSTER_HOME") or project / ".local" / "dagster_home")
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    instance_config = dagster_home / "dagster.yaml"
+    if not instance_config.exists():
+        instance_config.symlink_to(project / "dagster.yaml")
+    env = os.environ | {"DATABASE_URL": url, "DAGSTER_HOME": str(dagster_home)}
+    command = ["dagster", "dev", "-w", str(project / "workspace.yaml"), "-p", str(args.port)]
+    log.info("Starting %s (DAGSTER_HOME=%s)", " ".join(command), dagster_home)
+    os.execvpe(command[0], command, env)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be a positive whole number")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be zero or more")
+    return value
+
+
+if __name__ == "__main__":
+    sys.exit(main())

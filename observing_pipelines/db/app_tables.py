@@ -1,0 +1,309 @@
+"""The only SQL against the app's `ingester` tables.
+
+If observ-ing/core changes a column, this module changes and nothing else. Every statement is
+set-based (arrays in, one statement per batch): no statement per identification. Names are
+schema-qualified, because our connections do not rely on the app's `search_path`.
+
+Stamping also records, in `pipelines.identification_stamps`, what each stamp was made from; it
+happens in the same statement so the two can never disagree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import astuple, dataclass, fields
+
+from psycopg2.extensions import connection as Connection
+from psycopg2.extras import execute_values
+
+# Serialises our writers (overlapping runs, the CLI next to a scheduled run), so two passes never
+# deadlock on the same taxa or identification rows. Transaction-scoped: released at commit.
+WRITE_LOCK_KEY = 0x7461786100000001
+
+
+@dataclass(frozen=True)
+class TaxonRow:
+    """One row of `ingester.taxa`, in column order (without the columns we never write)."""
+
+    taxon_key: int
+    scientific_name: str
+    authorship: str | None
+    rank: str
+    status: str
+    accepted_taxon_key: int | None
+    parent_key: int | None
+    kingdom: str | None = None
+    kingdom_key: int | None = None
+    phylum: str | None = None
+    phylum_key: int | None = None
+    class_: str | None = None
+    class_key: int | None = None
+    order: str | None = None
+    order_key: int | None = None
+    family: str | None = None
+    family_key: int | None = None
+    genus: str | None = None
+    genus_key: int | None = None
+    species: str | None = None
+    species_key: int | None = None
+
+
+_TAXA_COLUMNS = [f.name.rstrip("_") for f in fields(TaxonRow)]
+_TAXA_COLUMN_SQL = ", ".join(f'"{c}"' for c in _TAXA_COLUMNS)
+_TAXA_UPDATE_SQL = ", ".join(
+    f'"{c}" = COALESCE(EXCLUDED."{c}", taxa."{c}")'
+    if c == "authorship"
+    else f'"{c}" = EXCLUDED."{c}"'
+    for c in _TAXA_COLUMNS
+    if c != "taxon_key"
+)
+
+
+@dataclass(frozen=True)
+class NamePair:
+    scientific_name: str
+    kingdom: str | None
+
+
+def take_write_lock(conn: Connection) -> None:
+    with conn.cursor() as cur:
+        cur.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK_KEY,))
+
+
+def pending_name_pairs(
+    conn: Connection, limit: int | None, kingdom: str | None = None
+) -> list[NamePair]:
+    """Distinct (name, kingdom) of identifications not yet stamped (today's name-pass query)."""
+    with conn.cursor() as cur:
+        cur.execute(
+            """
+            SELECT DISTINCT scientific_name, kingdom FROM ingester.identifications
+            WHERE accepted_taxon_key IS NULL AND scientific_name <> ''
+              AND (%(kingdom)s::text IS NULL OR lower(kingdom) = lower(%(kingdom)s))
+            ORDER BY scientific_name, kingdom
+            LIMIT %(limit)s
+            """,
+            {"kingdom": kingdom, "limit": limit},
+        )
+        return [NamePair(name, kingdom) for name, kingdom in cur.fetchall()]
+
+
+def pending_taxon_ids(conn: Connection, limit: int | None, kingdom: str | None = None) -> list[str]:
+    """Distinct taxonID URIs of identifications still unstamped after the name pass."""
+    with conn.cursor() as cur:
+        cur.execute(
+            """
+            SELECT DISTINCT taxon_id FROM ingester.identifications
+            WHERE accepted_taxon_key IS NULL AND taxon_id IS NOT NULL AND taxon_id <> ''
+              AND (%(kingdom)s::text IS NULL OR lower(kingdom) = lower(%(kingdom)s))
+            ORDER BY taxon_id
+            LIMIT %(limit)s
+            """,
+            {"kingdom": kingdom, "limit": limit},
+        )
+        return [uri for (uri,) in cur.fetchall()]
+
+
+def reset_edited_identifications(conn: Connection, *, dry_run: bool) -> int:
+    """Unstamp identifications whose name, kingdom or taxonID changed since we stamped them.
+
+    The ingest upsert keeps an existing `accepted_taxon_key` when a user edits the name (it
+    COALESCEs the key), so without this the old key would stay forever. Returns how many rows
+    were (or, in a dry run, would be) unstamped.
+    """
+    edited = """
+        SELECT s.uri FROM pipelines.identification_stamps s
+        JOIN ingester.identifications i ON i.uri = s.uri
+        WHERE i.accepted_taxon_key IS NOT NULL
+          AND (i.scientific_name, i.kingdom, i.taxon_id)
+              IS DISTINCT FROM (s.scientific_name, s.kingdom, s.taxon_id)
+    """
+    with conn.cursor() as cur:
+        if dry_run:
+            cur.execute(f"SELECT count(*) FROM ({edited}) e")
+            return cur.fetchone()[0]
+        cur.execute(
+            f"""
+            WITH edited AS ({edited}),
+            reset AS (
+                UPDATE ingester.identifications i SET accepted_taxon_key = NULL
+                FROM edited e WHERE i.uri = e.uri
+                RETURNING i.uri
+            )
+            DELETE FROM pipelines.identification_stamps s USING reset r WHERE s.uri = r.uri
+            """
+        )
+        return cur.rowcount
+
+
+def taxa_by_lower_name(conn: Connection, lower_names: Iterable[str]) -> list[TaxonRow]:
+    """Cached taxa whose lower-cased name is one of these (uses `taxa_lower_name_idx`)."""
+    names = sorted(set(lower_names))
+    if not names:
+        return []
+    with conn.cursor() as cur:
+        cur.execute(
+            f"SELECT {_TAXA_COLUMN_SQL} FROM ingester.taxa WHERE lower(scientific_name) = ANY(%s)",
+            (names,),
+        )
+        return [TaxonRow(*row) for row in cur.fetchall()]
+
+
+def taxa_by_key(conn: Connection, keys: Iterable[int]) -> dict[int, TaxonRow]:
+    wanted = sorted(set(keys))
+    if not wanted:
+        return {}
+    with conn.cursor() as cur:
+        cur.execute(
+            f"SELECT {_TAXA_COLUMN_SQL} FROM ingester.taxa WHERE taxon_key = ANY(%s)", (wanted,)
+        )
+        return {row[0]: TaxonRow(*row) for row in cur.fetchall()}
+
+
+def upsert_taxa(conn: Connection, rows: Iterable[TaxonRow]) -> int:
+    """Insert or refresh cached taxa by key; `fetched_at` is bumped, vernacular/extinct kept.
+
+    Rows go in key order (the last version of a key wins), so concurrent writers lock in the
+    same order.
+    """
+    by_key = {row.taxon_key: row for row in rows}
+    if not by_key:
+        return 0
+    with conn.cursor() as cur:
+        execute_values(
+            cur,
+            f"""
+            INSERT INTO ingester.taxa AS taxa ({_TAXA_COLUMN_SQL}, fetched_at, source)
+            VALUES %s
+            ON CONFLICT (taxon_key) DO UPDATE SET {_TAXA_UPDATE_SQL},
+                fetched_at = now(), source = 'gbif'
+            """,
+            [astuple(by_key[key]) for key in sorted(by_key)],
+            template=f"({', '.join(['%s'] * len(_TAXA_COLUMNS))}, now(), 'gbif')",
+            page_size=500,
+        )
+    return len(by_key)
+
+
+def stamp_by_name(conn: Connection, assignments: Sequence[tuple[NamePair, int]]) -> int:
+    """Stamp unstamped identifications with exactly this (name, kingdom) with the key."""
+    if not assignments:
+        return 0
+    names = [pair.scientific_name for pair, _ in assignments]
+    kingdoms = [pair.kingdom for pair, _ in assignments]
+    keys = [key for _, key in assignments]
+    return _stamp(
+        conn,
+        "unnest(%s::text[], %s::text[], %s::bigint[]) AS w(name, kingdom, key)",
+        "i.scientific_name = w.name AND i.kingdom IS NOT DISTINCT FROM w.kingdom",
+        "name",
+        (names, kingdoms, keys),
+    )
+
+
+def stamp_by_taxon_id(conn: Connection, assignments: Sequence[tuple[str, int]]) -> int:
+    """Stamp unstamped identifications carrying this taxonID URI with the key."""
+    if not assignments:
+        return 0
+    uris = [uri for uri, _ in assignments]
+    keys = [key for _, key in assignments]
+    return _stamp(
+        conn,
+        "unnest(%s::text[], %s::bigint[]) AS w(uri, key)",
+        "i.taxon_id = w.uri",
+        "taxon_id",
+        (uris, keys),
+    )
+
+
+def _stamp(conn: Connection, wanted: str, match: str, via: str, params: tuple[list, ...]) -> int:
+    with conn.cursor() as cur:
+        cur.execute(
+            f"""
+            WITH stamped AS (
+                UPDATE ingester.identifications i
+                SET accepted_taxon_key = w.key, indexed_at = now()
+                FROM {wanted}
+                WHERE i.accepted_taxon_key IS NULL AND {match}
+                RETURNING i.uri, i.scientific_name, i.kingdom, i.taxon_id, i.accepted_taxon_key
+            )
+            INSERT INTO pipelines.identification_stamps AS s
+                (uri, scientific_name, kingdom, taxon_id, accepted_taxon_key, stamped_via,
+                 stamped_at)
+            SELECT uri, scientific_name, kingdom, taxon_id, accepted_taxon_key, '{via}', now()
+            FROM stamped
+            ON CONFLICT (uri) DO UPDATE SET
+                scientific_name = EXCLUDED.scientific_name, kingdom = EXCLUDED.kingdom,
+                taxon_id = EXCLUDED.taxon_id, accepted_taxon_key = EXCLUDED.accepted_taxon_key,
+                stamped_via = EXCLUDED.stamped_via, stamped_at = EXCLUDED.stamped_at
+            """,
+            params,
+        )
+        return cur.rowcount
+
+
+def refresh_community_ids(conn: Connection) -> None:
+    """Make new stamps visible to the app's consensus filters (needs the view's unique index)."""
+    with conn.cursor() as cur:
+        cur.execute("REFRESH MATERIALIZED VIEW CONCURRENTLY ingester.community_ids")
+
+
+@dataclass(frozen=True)
+class NewIdentification:
+    """An identification as the ingester would write it (demo data and tests)."""
+
+    uri: str
+    did: str
+    subject_uri: str
+    scientific_name: str
+    kingdom: str | None = None
+    taxon_id: str | None = None
+    taxon_rank: str | None = None
+
+
+def insert_identifications(conn: Connection, rows: Sequence[NewIdentification]) -> None:
+    """Write identifications and their occurrences the way tap-ingester does (mirror only)."""
+    with conn.cursor() as cur:
+        execute_values(
+            cur,
+            """
+            INSERT INTO ingester.occurrences (uri, cid, did, created_at)
+            VALUES %s ON CONFLICT (uri) DO NOTHING
+            """,
+            sorted({(r.subject_uri, "demo-cid", r.did) for r in rows}),
+            template="(%s, %s, %s, now())",
+        )
+        execute_values(
+            cur,
+            """
+            INSERT INTO ingester.identifications (uri, cid, did, subject_uri, subject_cid,
+                scientific_name, kingdom, taxon_id, taxon_rank, date_identified)
+            VALUES %s
+            ON CONFLICT (uri) DO UPDATE SET scientific_name = EXCLUDED.scientific_name,
+                cid = EXCLUDED.cid, indexed_at = now(),
+                taxon_rank = COALESCE(EXCLUDED.taxon_rank, identifications.taxon_rank),
+                taxon_id = COALESCE(EXCLUDED.taxon_id, identifications.taxon_id),
+                kingdom = COALESCE(EXCLUDED.kingdom, identifications.kingdom)
+            """,
+            [
+                (
+                    r.uri,
+                    "demo-cid",
+                    r.did,
+                    r.subject_uri,
+                    "demo-cid",
+                    r.scientific_name,
+                    r.kingdom,
+                    r.taxon_id,
+                    r.taxon_rank,
+                )
+                for r in rows
+            ],
+            template="(%s, %s, %s, %s, %s, %s, %s, %s, %s, now())",
+        )
+
+
+def count_identifications(conn: Connection) -> int:
+    with conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM ingester.identifications")
+        return cur.fetchone()[0]

@@ -1,0 +1,92 @@
+"""Database URLs as the app builds them, and connections that say who they are.
+
+One URL serves three consumers: psycopg2 (the jobs), SQLAlchemy/Alembic (our migrations) and
+dagster-postgres (Dagster's storage, pinned to the `dagster` schema through `search_path`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+
+import psycopg2
+import psycopg2.extensions
+
+from observing_pipelines.settings import DatabaseSettings
+
+PIPELINES_SCHEMA = "pipelines"
+DAGSTER_SCHEMA = "dagster"
+APPLICATION_NAME = "observing_pipelines"
+
+
+class DatabaseNotConfiguredError(RuntimeError):
+    """Neither DATABASE_URL nor DB_HOST is set."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "no database configured: set DATABASE_URL, or DB_HOST (a host name or a "
+            "/cloudsql/... socket directory) with DB_NAME, DB_USER and DB_PASSWORD"
+        )
+
+
+def database_url(settings: DatabaseSettings) -> str:
+    """The libpq URL for the configured database, as the app's `pg-url-env` assembles it.
+
+    `DATABASE_URL` wins. Otherwise a `DB_HOST` starting with `/` is a Unix socket directory
+    (Cloud Run's `/cloudsql/<project>:<region>:<instance>`) and goes into the `host` query
+    parameter, which libpq, psycopg2 and SQLAlchemy all understand.
+    """
+    if settings.url:
+        return settings.url
+    if not settings.host:
+        raise DatabaseNotConfiguredError()
+    credentials = quote(settings.user or "postgres", safe="")
+    if settings.password:
+        credentials += ":" + quote(settings.password, safe="")
+    name = quote(settings.name or "postgres", safe="")
+    if settings.host.startswith("/"):
+        query = urlencode({"host": settings.host, "port": settings.port})
+        return f"postgresql://{credentials}@/{name}?{query}"
+    return f"postgresql://{credentials}@{settings.host}:{settings.port}/{name}"
+
+
+def with_search_path(url: str, schema: str) -> str:
+    """`url` with `options=-csearch_path=<schema>` (other query parameters kept)."""
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k != "options"]
+    query.append(("options", f"-csearch_path={schema}"))
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def sqlalchemy_url(url: str) -> str:
+    """Pin the psycopg2 driver: a bare `postgresql://` means psycopg 3 on SQLAlchemy 2.1."""
+    scheme, _, rest = url.partition("://")
+    if scheme in ("postgres", "postgresql"):
+        return f"postgresql+psycopg2://{rest}"
+    return url
+
+
+def redact(url: str) -> str:
+    """The URL with its password replaced, for log lines and error messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        query = [(k, "***" if k == "password" else v) for k, v in parse_qsl(parts.query)]
+        return urlunsplit(parts._replace(query=urlencode(query)))
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+@contextmanager
+def connect(url: str, *, statement_timeout_ms: int = 0) -> Iterator[psycopg2.extensions.connection]:
+    """A psycopg2 connection tagged with our application name; closed on exit.
+
+    Transactions are explicit (`with conn:` commits or rolls back), so a crash mid-pass leaves
+    only whole batches behind.
+    """
+    options = f"-c statement_timeout={statement_timeout_ms}" if statement_timeout_ms else None
+    conn = psycopg2.connect(url, application_name=APPLICATION_NAME, options=options)
+    try:
+        yield conn
+    finally:
+        conn.close()

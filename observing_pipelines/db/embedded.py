@@ -1,0 +1,31 @@
+"""An embedded PostgreSQL for development, when no database is configured.
+
+pgserver ships PostgreSQL binaries in its wheel, so a fresh machine with only Python gets a real
+server: no system install, no Docker. The data directory lives in the project (kept between
+runs, ignored by git) and the server keeps running after the command exits, so the webserver,
+the daemon and later commands all reach the same database.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+log = logging.getLogger("observing_pipelines.embedded")
+
+DATABASE_NAME = "observing"
+
+
+def start_embedded_postgres(pgdata: Path) -> str:
+    """Start (or reuse) the server under `pgdata`; return the URL of its `observing` database."""
+    import pgserver  # imported here: only development needs it
+
+    pgdata.mkdir(parents=True, exist_ok=True)
+    server = pgserver.get_server(pgdata.resolve(), cleanup_mode=None)
+    exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE_NAME}';")
+    if "(0 rows)" in exists:
+        server.psql(f"CREATE DATABASE {DATABASE_NAME};")
+    base = server.get_uri()  # postgresql://postgres:@/postgres?host=<socket dir>
+    url = base.replace("@/postgres?", f"@/{DATABASE_NAME}?", 1)
+    log.info("Embedded PostgreSQL running; data directory %s", pgdata.resolve())
+    return url

@@ -1,0 +1,126 @@
+"""Configuration from the environment, read and validated in one place.
+
+Every other module receives a `Settings` (or the part of it it needs) instead of reading
+`os.environ` itself, so the table in the README is the whole truth about configuration.
+The database variables are the app's own (`DATABASE_URL`, or `DB_HOST`/`DB_PORT`/`DB_NAME`/
+`DB_USER`/`DB_PASSWORD`, as the app's `pg-url-env` crate reads them).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_USER_AGENT = (
+    "observing-pipelines/0.1 (https://observ.ing; https://github.com/observ-ing/core; "
+    "taxonomy maintenance jobs)"
+)
+
+
+class SettingsError(ValueError):
+    """A configuration value is present but unusable (bad number, bad URL)."""
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    """The app's database variables, verbatim. `connection.database_url` turns them into a URL."""
+
+    url: str | None = None
+    host: str | None = None
+    port: int = 5432
+    name: str | None = None
+    user: str | None = None
+    password: str | None = field(default=None, repr=False)
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.url or self.host)
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    """The politeness policy shared by every API client."""
+
+    user_agent: str = DEFAULT_USER_AGENT
+    timeout_seconds: float = 15.0
+    max_attempts: int = 5
+    max_retry_after_seconds: float = 120.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    database: DatabaseSettings
+    http: HttpSettings
+    gbif_base_url: str = "https://api.gbif.org"
+    gbif_min_interval_ms: int = 100
+    gbif_max_concurrency: int = 4
+    wikidata_sparql_url: str = "https://query.wikidata.org/sparql"
+    wikidata_min_interval_ms: int = 1000
+    resolve_taxa_cron: str = "*/5 * * * *"
+    schedule_timezone: str = "UTC"
+    embedded_pgdata: Path = Path(".local/pgdata")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        database = DatabaseSettings(
+            url=_text(env, "DATABASE_URL"),
+            host=_text(env, "DB_HOST"),
+            port=_integer(env, "DB_PORT", 5432),
+            name=_text(env, "DB_NAME"),
+            user=_text(env, "DB_USER"),
+            password=env.get("DB_PASSWORD") or None,
+        )
+        http = HttpSettings(
+            user_agent=_text(env, "HTTP_USER_AGENT") or DEFAULT_USER_AGENT,
+            timeout_seconds=_number(env, "HTTP_TIMEOUT_SECONDS", 15.0),
+            max_attempts=_integer(env, "HTTP_MAX_ATTEMPTS", 5),
+            max_retry_after_seconds=_number(env, "HTTP_MAX_RETRY_AFTER_SECONDS", 120.0),
+        )
+        return cls(
+            database=database,
+            http=http,
+            gbif_base_url=_text(env, "GBIF_BASE_URL") or cls.gbif_base_url,
+            gbif_min_interval_ms=_integer(env, "GBIF_RATE_LIMIT_MS", cls.gbif_min_interval_ms),
+            gbif_max_concurrency=_integer(env, "GBIF_MAX_CONCURRENCY", cls.gbif_max_concurrency),
+            wikidata_sparql_url=_text(env, "WIKIDATA_SPARQL_URL") or cls.wikidata_sparql_url,
+            wikidata_min_interval_ms=_integer(
+                env, "WIKIDATA_RATE_LIMIT_MS", cls.wikidata_min_interval_ms
+            ),
+            resolve_taxa_cron=_text(env, "RESOLVE_TAXA_CRON") or cls.resolve_taxa_cron,
+            schedule_timezone=_text(env, "SCHEDULE_TIMEZONE") or cls.schedule_timezone,
+            embedded_pgdata=Path(_text(env, "EMBEDDED_PGDATA") or cls.embedded_pgdata),
+        )
+
+
+def _text(env: Mapping[str, str], key: str) -> str | None:
+    value = env.get(key, "").strip()
+    return value or None
+
+
+def _integer(env: Mapping[str, str], key: str, default: int) -> int:
+    raw = _text(env, key)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError as error:
+        raise SettingsError(f"{key} must be a whole number, got {raw!r}") from error
+    if value < 0:
+        raise SettingsError(f"{key} must not be negative, got {value}")
+    return value
+
+
+def _number(env: Mapping[str, str], key: str, default: float) -> float:
+    raw = _text(env, key)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError as error:
+        raise SettingsError(f"{key} must be a number, got {raw!r}") from error
+    if value <= 0:
+        raise SettingsError(f"{key} must be positive, got {value}")
+    return value

@@ -1,0 +1,497 @@
+"""The resolve_taxa pass, free of Dagster: the asset and the `resolve-taxa` command both call it.
+
+One pass, as today: (0) unstamp identifications edited since we stamped them; (1) the name pass
+over distinct (name, kingdom) pairs still unstamped; (2) the taxonID pass over the URIs still
+unstamped after it; (3) one `REFRESH MATERIALIZED VIEW CONCURRENTLY` of `community_ids`.
+
+Each distinct question is asked once: pairs that differ only in spacing or case share a lookup.
+A lookup is answered by, in order, our memo (`pipelines.resolution_attempts`), the taxa cache,
+then GBIF (and Wikidata for cross-walks) through a bounded thread pool. Failures are recorded per
+item with a next-try time that backs off, and never stop the pass. Writes happen in batches,
+each one transaction (taxa upsert + attempts + stamps), so a killed run loses at most the
+answers of one unsaved batch and never leaves a stamp without its taxon row.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from psycopg2.extensions import connection as Connection
+
+from observing_pipelines.clients.gbif import GbifClient
+from observing_pipelines.clients.http import UpstreamError
+from observing_pipelines.clients.wikidata import WikidataClient
+from observing_pipelines.db import app_tables, state
+from observing_pipelines.db.app_tables import NamePair, TaxonRow
+from observing_pipelines.db.state import AttemptRecord, PriorAttempt, SubjectKind
+from observing_pipelines.taxa.matching import Resolution, judge_match, pick_cached
+from observing_pipelines.taxa.names import (
+    TaxonRef,
+    cache_names,
+    name_problem,
+    normalise_name,
+    parse_taxon_uri,
+    subject_digest,
+    tidy_name,
+)
+
+log = logging.getLogger("observing_pipelines.resolve_taxa")
+
+MAX_REPORTED_FAILURES = 20
+PROGRESS_EVERY = 50
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """When to ask again about a subject that failed: first delay, doubling, capped."""
+
+    first: timedelta
+    cap: timedelta
+
+    def next_attempt(self, prior_attempts: int, now: datetime) -> datetime:
+        return now + min(self.first * 2 ** min(prior_attempts, 20), self.cap)
+
+
+NOT_FOUND_BACKOFF = Backoff(first=timedelta(days=1), cap=timedelta(days=30))
+ERROR_BACKOFF = Backoff(first=timedelta(minutes=15), cap=timedelta(days=1))
+
+
+@dataclass(frozen=True)
+class ResolveOptions:
+    dry_run: bool = False
+    limit: int | None = None
+    kingdom: str | None = None
+    batch_size: int = 200
+    max_concurrency: int = 4
+
+
+@dataclass
+class Tally:
+    seen: int = 0
+    resolved: int = 0
+    not_found: int = 0
+    errors: int = 0
+    skipped_backoff: int = 0
+    cache_hits: int = 0
+    would_fetch: int = 0
+    rows_stamped: int = 0
+
+
+@dataclass
+class PassReport:
+    names: Tally = field(default_factory=Tally)
+    taxon_ids: Tally = field(default_factory=Tally)
+    rows_reset: int = 0
+    taxa_upserted: int = 0
+    http_calls: int = 0
+    refreshed: bool = False
+    seconds: float = 0.0
+    failures: list[str] = field(default_factory=list)
+
+    def note_failure(self, description: str) -> None:
+        if len(self.failures) < MAX_REPORTED_FAILURES:
+            self.failures.append(description)
+
+    def metadata(self) -> dict[str, Any]:
+        """Flat numbers for Dagster run metadata and the CLI's summary line."""
+        flat: dict[str, Any] = {}
+        for prefix, tally in (("names", self.names), ("taxon_ids", self.taxon_ids)):
+            flat |= {f"{prefix}_{k}": v for k, v in asdict(tally).items()}
+        flat |= {
+            "rows_stamped": self.names.rows_stamped + self.taxon_ids.rows_stamped,
+            "rows_reset": self.rows_reset,
+            "taxa_upserted": self.taxa_upserted,
+            "http_calls": self.http_calls,
+            "cache_hits": self.names.cache_hits + self.taxon_ids.cache_hits,
+            "errors": self.names.errors + self.taxon_ids.errors,
+            "community_ids_refreshed": self.refreshed,
+            "seconds": round(self.seconds, 3),
+        }
+        return flat
+
+
+@dataclass
+class Lookup:
+    """One distinct question, and the identification values its answer stamps."""
+
+    kind: SubjectKind
+    digest: str
+    subject: str
+    kingdom: str | None
+    stamp_targets: list[Any]
+    ref: TaxonRef | None = None
+    answer: Resolution | None = None
+
+    def describe(self) -> str:
+        where = f" ({self.kingdom})" if self.kingdom else ""
+        return f"{self.kind} {self.subject[:80]!r}{where}"
+
+
+class _BatchWriter:
+    """Collects answers and writes them a batch at a time, one transaction per batch."""
+
+    def __init__(
+        self, conn: Connection, kind: SubjectKind, tally: Tally, report: PassReport, batch_size: int
+    ) -> None:
+        self.conn, self.kind, self.tally, self.report = conn, kind, tally, report
+        self.batch_size = batch_size
+        self.now = datetime.now(UTC)
+        self._rows: list[TaxonRow] = []
+        self._records: list[AttemptRecord] = []
+        self._stamps: list[tuple[Any, int]] = []
+
+    def add(
+        self, lookup: Lookup, answer: Resolution, prior: PriorAttempt | None, *, remember: bool
+    ) -> None:
+        self._rows.extend(answer.rows)
+        if answer.accepted_taxon_key is not None:
+            self._stamps.extend(
+                (target, answer.accepted_taxon_key) for target in lookup.stamp_targets
+            )
+        if remember:
+            self._records.append(self._record(lookup, answer, prior))
+        if len(self._records) + len(self._stamps) >= self.batch_size:
+            self.flush()
+
+    def _record(
+        self, lookup: Lookup, answer: Resolution, prior: PriorAttempt | None
+    ) -> AttemptRecord:
+        prior_attempts = prior.attempts if prior else 0
+        backoff = {"error": ERROR_BACKOFF, "resolved": None}.get(answer.outcome, NOT_FOUND_BACKOFF)
+        return AttemptRecord(
+            digest=lookup.digest,
+            subject=lookup.subject,
+            kingdom=lookup.kingdom,
+            outcome=answer.outcome,
+            taxon_key=answer.taxon_key,
+            accepted_taxon_key=answer.accepted_taxon_key,
+            match_type=answer.match_type,
+            confidence=answer.confidence,
+            error=answer.detail if answer.outcome != "resolved" else None,
+            next_attempt_at=backoff.next_attempt(prior_attempts, self.now) if backoff else None,
+        )
+
+    def flush(self) -> None:
+        if not (self._rows or self._records or self._stamps):
+            return
+        with self.conn:
+            app_tables.take_write_lock(self.conn)
+            self.report.taxa_upserted += app_tables.upsert_taxa(self.conn, self._rows)
+            state.record_attempts(self.conn, self.kind, self._records)
+            stamp = (
+                app_tables.stamp_by_name if self.kind == "name" else app_tables.stamp_by_taxon_id
+            )
+            self.tally.rows_stamped += stamp(self.conn, self._stamps)
+        self._rows, self._records, self._stamps = [], [], []
+
+
+class TaxaResolver:
+    """Runs passes with one database connection and the two API clients."""
+
+    def __init__(
+        self, conn: Connection, gbif: GbifClient, wikidata: WikidataClient, options: ResolveOptions
+    ) -> None:
+        self.conn, self.gbif, self.wikidata, self.options = conn, gbif, wikidata, options
+
+    def run(self, refresh: bool = True) -> PassReport:
+        started = time.monotonic()
+        calls_before = self.gbif.http.calls + self.wikidata.http.calls
+        report = PassReport()
+        with self.conn:
+            report.rows_reset = app_tables.reset_edited_identifications(
+                self.conn, dry_run=self.options.dry_run
+            )
+        if report.rows_reset:
+            log.info(
+                "Unstamped %d identifications edited since they were stamped", report.rows_reset
+            )
+        self._name_pass(report)
+        self._taxon_id_pass(report)
+        if refresh and not self.options.dry_run:
+            log.info("Resolution pass complete; refreshing community_ids")
+            with self.conn:
+                app_tables.refresh_community_ids(self.conn)
+            report.refreshed = True
+        report.http_calls = self.gbif.http.calls + self.wikidata.http.calls - calls_before
+        report.seconds = time.monotonic() - started
+        return report
+
+    # -- name pass ---------------------------------------------------------------------------
+
+    def _name_pass(self, report: PassReport) -> None:
+        with self.conn:
+            pairs = app_tables.pending_name_pairs(
+                self.conn, self.options.limit, self.options.kingdom
+            )
+        lookups = _group_names(pairs)
+        report.names.seen = len(lookups)
+        log.info(
+            "Discovered (name, kingdom) pairs to resolve: %d pairs, %d distinct lookups",
+            len(pairs),
+            len(lookups),
+        )
+        writer = _BatchWriter(self.conn, "name", report.names, report, self.options.batch_size)
+        priors = self._priors("name", lookups)
+        pending = []
+        for lookup in lookups:
+            problem = name_problem(lookup.subject)
+            if problem:
+                self._settle(writer, report, lookup, Resolution.failed("invalid", problem), priors)
+            elif not self._answered_before(writer, report, lookup, priors):
+                pending.append(lookup)
+        self._answer_names_from_cache(pending)
+        for lookup in pending:
+            if lookup.answer is not None:
+                report.names.cache_hits += 1
+                self._settle(writer, report, lookup, lookup.answer, priors, remember=False)
+        to_fetch = [lookup for lookup in pending if lookup.answer is None]
+        self._fetch(to_fetch, self._ask_gbif_by_name, writer, report, priors)
+        writer.flush()
+        self._log_complete("Name pass complete", report.names)
+
+    def _answer_names_from_cache(self, lookups: list[Lookup]) -> None:
+        if not lookups:
+            return
+        with self.conn:
+            candidates = app_tables.taxa_by_lower_name(
+                self.conn, (name for lookup in lookups for name in cache_names(lookup.subject))
+            )
+        by_name: dict[str, list[TaxonRow]] = {}
+        for row in candidates:
+            by_name.setdefault(row.scientific_name.casefold(), []).append(row)
+        for lookup in lookups:
+            for name in cache_names(lookup.subject):
+                row = pick_cached(by_name.get(name, []), lookup.kingdom)
+                if row is not None:
+                    lookup.answer = Resolution(
+                        outcome="resolved",
+                        accepted_taxon_key=row.accepted_taxon_key,
+                        taxon_key=row.taxon_key,
+                    )
+                    break
+
+    def _ask_gbif_by_name(self, lookup: Lookup) -> Resolution:
+        return judge_match(
+            self.gbif.match_name(lookup.subject, lookup.kingdom), cache_names(lookup.subject)
+        )
+
+    # -- taxonID pass ------------------------------------------------------------------------
+
+    def _taxon_id_pass(self, report: PassReport) -> None:
+        with self.conn:
+            uris = app_tables.pending_taxon_ids(self.conn, self.options.limit, self.options.kingdom)
+        lookups = [
+            Lookup("taxon_id", subject_digest(uri), uri, None, [uri], ref=parse_taxon_uri(uri))
+            for uri in uris
+        ]
+        report.taxon_ids.seen = len(lookups)
+        log.info("Discovered taxon_id URIs to resolve: %d", len(lookups))
+        writer = _BatchWriter(
+            self.conn, "taxon_id", report.taxon_ids, report, self.options.batch_size
+        )
+        priors = self._priors("taxon_id", lookups)
+        pending = []
+        for lookup in lookups:
+            if lookup.ref is None:
+                answer = Resolution.failed("invalid", "unrecognised taxonID URI")
+                self._settle(writer, report, lookup, answer, priors)
+            elif not self._answered_before(writer, report, lookup, priors):
+                pending.append(lookup)
+        if self.options.dry_run:
+            self._fetch(pending, self._ask_gbif_by_key, writer, report, priors)
+            return
+        pending = self._crosswalk(pending, writer, report, priors)
+        self._answer_keys_from_cache(pending)
+        for lookup in pending:
+            if lookup.answer is not None:
+                report.taxon_ids.cache_hits += 1
+                self._settle(writer, report, lookup, lookup.answer, priors, remember=False)
+        to_fetch = [lookup for lookup in pending if lookup.answer is None]
+        self._fetch(to_fetch, self._ask_gbif_by_key, writer, report, priors)
+        writer.flush()
+        self._log_complete("taxon_id pass complete", report.taxon_ids)
+
+    def _crosswalk(
+        self,
+        lookups: list[Lookup],
+        writer: _BatchWriter,
+        report: PassReport,
+        priors: dict[str, PriorAttempt],
+    ) -> list[Lookup]:
+        """Turn iNaturalist and Wikidata refs into GBIF refs through one batched query each."""
+        walkers: dict[str, Callable[[list[str]], dict[str, int]]] = {
+            "inaturalist": self.wikidata.gbif_keys_for_inaturalist,
+            "wikidata": self.wikidata.gbif_keys_for_items,
+        }
+        ready = [lookup for lookup in lookups if lookup.ref and lookup.ref.scheme == "gbif"]
+        for scheme, walk in walkers.items():
+            group = [lookup for lookup in lookups if lookup.ref and lookup.ref.scheme == scheme]
+            if not group:
+                continue
+            try:
+                keys = walk([lookup.ref.value for lookup in group if lookup.ref])
+            except UpstreamError as error:
+                for lookup in group:
+                    self._settle(
+                        writer, report, lookup, Resolution.failed("error", str(error)), priors
+                    )
+                continue
+            for lookup in group:
+                assert lookup.ref is not None
+                key = keys.get(lookup.ref.value)
+                if key is None:
+                    detail = f"no GBIF cross-walk for {scheme} taxon {lookup.ref.value}"
+                    self._settle(
+                        writer, report, lookup, Resolution.failed("not_found", detail), priors
+                    )
+                else:
+                    lookup.ref = TaxonRef("gbif", str(key))
+                    ready.append(lookup)
+        return ready
+
+    def _answer_keys_from_cache(self, lookups: list[Lookup]) -> None:
+        keys = [lookup.ref.gbif_key() for lookup in lookups if lookup.ref]
+        with self.conn:
+            cached = app_tables.taxa_by_key(self.conn, (k for k in keys if k is not None))
+        for lookup in lookups:
+            row = cached.get(lookup.ref.gbif_key() or 0) if lookup.ref else None
+            if row is not None and row.accepted_taxon_key is not None:
+                lookup.answer = Resolution(
+                    outcome="resolved",
+                    accepted_taxon_key=row.accepted_taxon_key,
+                    taxon_key=row.taxon_key,
+                )
+
+    def _ask_gbif_by_key(self, lookup: Lookup) -> Resolution:
+        key = lookup.ref.gbif_key() if lookup.ref else None
+        assert key is not None
+        return judge_match(self.gbif.match_usage_key(key))
+
+    # -- shared machinery --------------------------------------------------------------------
+
+    def _priors(self, kind: SubjectKind, lookups: list[Lookup]) -> dict[str, PriorAttempt]:
+        with self.conn:
+            return state.load_attempts(self.conn, kind, (lookup.digest for lookup in lookups))
+
+    def _answered_before(
+        self,
+        writer: _BatchWriter,
+        report: PassReport,
+        lookup: Lookup,
+        priors: dict[str, PriorAttempt],
+    ) -> bool:
+        """Memo hit (stamp from it) or a failure still backing off (skip). False: ask again."""
+        prior = priors.get(lookup.digest)
+        if prior is None:
+            return False
+        tally = report.names if lookup.kind == "name" else report.taxon_ids
+        if prior.outcome == "resolved" and prior.accepted_taxon_key is not None:
+            tally.cache_hits += 1
+            answer = Resolution(outcome="resolved", accepted_taxon_key=prior.accepted_taxon_key)
+            self._settle(writer, report, lookup, answer, priors, remember=False)
+            return True
+        if prior.next_attempt_at is not None and prior.next_attempt_at > writer.now:
+            tally.skipped_backoff += 1
+            return True
+        return False
+
+    def _fetch(
+        self,
+        lookups: list[Lookup],
+        ask: Callable[[Lookup], Resolution],
+        writer: _BatchWriter,
+        report: PassReport,
+        priors: dict[str, PriorAttempt],
+    ) -> None:
+        """Ask upstream for each lookup, a few at a time; every failure stays with its item."""
+        tally = report.names if writer.kind == "name" else report.taxon_ids
+        if self.options.dry_run:
+            for lookup in lookups:
+                tally.would_fetch += 1
+                log.info("Would resolve %s", lookup.describe())
+            return
+        if not lookups:
+            return
+        with ThreadPoolExecutor(
+            max_workers=max(self.options.max_concurrency, 1), thread_name_prefix="resolve"
+        ) as pool:
+            futures = {pool.submit(_guarded, ask, lookup): lookup for lookup in lookups}
+            for done, future in enumerate(as_completed(futures), start=1):
+                self._settle(writer, report, futures[future], future.result(), priors)
+                if done % PROGRESS_EVERY == 0:
+                    log.info(
+                        "%s progress: %d/%d processed, %d resolved, %d not found, %d errors",
+                        writer.kind,
+                        done,
+                        len(lookups),
+                        tally.resolved,
+                        tally.not_found,
+                        tally.errors,
+                    )
+
+    def _settle(
+        self,
+        writer: _BatchWriter,
+        report: PassReport,
+        lookup: Lookup,
+        answer: Resolution,
+        priors: dict[str, PriorAttempt],
+        *,
+        remember: bool = True,
+    ) -> None:
+        tally = report.names if lookup.kind == "name" else report.taxon_ids
+        if answer.outcome == "resolved":
+            tally.resolved += 1
+        elif answer.outcome == "error":
+            tally.errors += 1
+            report.note_failure(f"{lookup.describe()}: {answer.detail}")
+            log.warning("Resolve failed for %s: %s", lookup.describe(), answer.detail)
+        else:
+            tally.not_found += 1
+            log.info("No usable match for %s: %s", lookup.describe(), answer.detail)
+        if not self.options.dry_run:
+            writer.add(lookup, answer, priors.get(lookup.digest), remember=remember)
+
+    @staticmethod
+    def _log_complete(message: str, tally: Tally) -> None:
+        log.info(
+            "%s: %d resolved, %d not found, %d errors, %d rows stamped, %d skipped (backoff)",
+            message,
+            tally.resolved,
+            tally.not_found,
+            tally.errors,
+            tally.rows_stamped,
+            tally.skipped_backoff,
+        )
+
+
+def _guarded(ask: Callable[[Lookup], Resolution], lookup: Lookup) -> Resolution:
+    """Run one lookup; any failure becomes that item's recorded error, never the pass's."""
+    try:
+        return ask(lookup)
+    except UpstreamError as error:
+        return Resolution.failed("error", str(error))
+    except Exception as error:  # a bug or a surprise must not sink the other items
+        log.exception("Unexpected failure resolving %s", lookup.describe())
+        return Resolution.failed("error", f"{type(error).__name__}: {error}")
+
+
+def _group_names(pairs: Iterable[NamePair]) -> list[Lookup]:
+    """One lookup per (normalised name, kingdom); each keeps the verbatim pairs it stamps."""
+    lookups: dict[str, Lookup] = {}
+    for pair in pairs:
+        kingdom = tidy_name(pair.kingdom) if pair.kingdom else None
+        kingdom = kingdom or None
+        digest = subject_digest(
+            normalise_name(pair.scientific_name), kingdom.casefold() if kingdom else None
+        )
+        if digest not in lookups:
+            lookups[digest] = Lookup("name", digest, tidy_name(pair.scientific_name), kingdom, [])
+        lookups[digest].stamp_targets.append(pair)
+    return list(lookups.values())
