@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import email.utils
 import logging
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ log = logging.getLogger("observing_pipelines.http")
 
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 MAX_ERROR_SNIPPET = 200
+_HTML_TITLE = re.compile(r"<title>(.{0,120}?)</title>", re.IGNORECASE | re.DOTALL)
 
 
 class UpstreamError(Exception):
@@ -242,5 +244,10 @@ class PoliteHttpClient:
 
 
 def _snippet(response: requests.Response) -> str:
+    """A short, single-line description of an error body: HTML pages by their title only."""
+    content_type = response.headers.get("Content-Type", "")
+    if "html" in content_type.lower():
+        title = _HTML_TITLE.search(response.text)
+        return f": HTML page ({content_type})" + (f" {title.group(1).strip()!r}" if title else "")
     text = " ".join(response.text[:MAX_ERROR_SNIPPET].split())
     return f": {text}" if text else ""

@@ -240,10 +240,11 @@ class TaxaResolver:
         priors = self._priors("name", lookups)
         pending = []
         for lookup in lookups:
-            problem = name_problem(lookup.subject)
-            if problem:
+            if self._answered_before(writer, report, lookup, priors):
+                continue
+            if problem := name_problem(lookup.subject):
                 self._settle(writer, report, lookup, Resolution.failed("invalid", problem), priors)
-            elif not self._answered_before(writer, report, lookup, priors):
+            else:
                 pending.append(lookup)
         self._answer_names_from_cache(pending)
         for lookup in pending:
@@ -298,10 +299,12 @@ class TaxaResolver:
         priors = self._priors("taxon_id", lookups)
         pending = []
         for lookup in lookups:
+            if self._answered_before(writer, report, lookup, priors):
+                continue
             if lookup.ref is None:
                 answer = Resolution.failed("invalid", "unrecognised taxonID URI")
                 self._settle(writer, report, lookup, answer, priors)
-            elif not self._answered_before(writer, report, lookup, priors):
+            else:
                 pending.append(lookup)
         if self.options.dry_run:
             self._fetch(pending, self._ask_gbif_by_key, writer, report, priors)

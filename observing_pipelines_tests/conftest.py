@@ -1,0 +1,140 @@
+"""Shared test fixtures: a real Postgres, real local HTTP servers, the shared API recordings.
+
+Database: `OBSERVING_TEST_DATABASE_URL` names a server we may create databases on (CI points it
+at 127.0.0.1:5432). Without it, the tests start the same embedded PostgreSQL the README's `dev`
+command uses, under `.local/test-pgdata`, so a fresh clone needs nothing but Python. One
+template database is migrated per session (app mirror, our schema, Dagster's tables); each test
+gets its own copy, made with `CREATE DATABASE ... TEMPLATE` in a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg2
+import pytest
+from pytest_httpserver import HTTPServer
+
+from observing_pipelines.clients.gbif import GbifClient
+from observing_pipelines.clients.http import HttpPolicy, PoliteHttpClient
+from observing_pipelines.clients.wikidata import WikidataClient
+from observing_pipelines.db import migrate
+from observing_pipelines_tests.fakes import FakeGbif, FakeWikidata
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+TEST_POLICY = HttpPolicy(
+    user_agent="observing-pipelines-tests/1.0 (https://observ.ing; tests)",
+    timeout_seconds=2.0,
+    max_attempts=3,
+    max_retry_after_seconds=5.0,
+    min_interval_ms=0,
+    max_concurrency=4,
+    backoff_initial_seconds=0.01,
+    backoff_max_seconds=0.05,
+)
+
+
+def _with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+@pytest.fixture(scope="session")
+def server_url() -> str:
+    """URL of a database on a server where the tests may create and drop databases."""
+    configured = os.environ.get("OBSERVING_TEST_DATABASE_URL")
+    if configured:
+        return configured
+    from observing_pipelines.db.embedded import start_embedded_postgres
+
+    return start_embedded_postgres(PROJECT_ROOT / ".local" / "test-pgdata")
+
+
+def _admin(url: str, statement: str) -> None:
+    conn = psycopg2.connect(url)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(statement)
+    finally:
+        conn.close()
+
+
+@pytest.fixture(scope="session")
+def template_database(server_url: str) -> Iterator[str]:
+    name = f"op_template_{uuid.uuid4().hex[:12]}"
+    _admin(server_url, f"CREATE DATABASE {name}")
+    try:
+        migrate.upgrade_all(_with_database(server_url, name), app_mirror=True)
+        yield name
+    finally:
+        _admin(server_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def db_url(server_url: str, template_database: str) -> Iterator[str]:
+    """A fresh, fully migrated database for one test."""
+    name = f"op_test_{uuid.uuid4().hex[:12]}"
+    _admin(server_url, f"CREATE DATABASE {name} TEMPLATE {template_database}")
+    try:
+        yield _with_database(server_url, name)
+    finally:
+        _admin(server_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def conn(db_url: str) -> Iterator[psycopg2.extensions.connection]:
+    connection = psycopg2.connect(db_url)
+    try:
+        yield connection
+    finally:
+        connection.close()
+
+
+@pytest.fixture
+def gbif_server() -> Iterator[HTTPServer]:
+    with HTTPServer(host="127.0.0.1", threaded=True) as server:
+        yield server
+
+
+@pytest.fixture
+def wikidata_server() -> Iterator[HTTPServer]:
+    with HTTPServer(host="127.0.0.1", threaded=True) as server:
+        yield server
+
+
+@pytest.fixture
+def fake_gbif(gbif_server: HTTPServer) -> FakeGbif:
+    return FakeGbif(gbif_server)
+
+
+@pytest.fixture
+def fake_wikidata(wikidata_server: HTTPServer) -> FakeWikidata:
+    return FakeWikidata(wikidata_server)
+
+
+@pytest.fixture
+def gbif_client(gbif_server: HTTPServer) -> Iterator[GbifClient]:
+    http = PoliteHttpClient("gbif", gbif_server.url_for(""), TEST_POLICY)
+    yield GbifClient(http)
+    http.close()
+
+
+@pytest.fixture
+def wikidata_client(wikidata_server: HTTPServer) -> Iterator[WikidataClient]:
+    http = PoliteHttpClient("wikidata", wikidata_server.url_for("/sparql"), TEST_POLICY)
+    yield WikidataClient(http)
+    http.close()
+
+
+@pytest.fixture(scope="session")
+def shared_fixtures() -> Path:
+    """`../shared/fixtures` (or OBSERVING_SHARED_FIXTURES); tests using it skip without it."""
+    path = Path(os.environ.get("OBSERVING_SHARED_FIXTURES") or PROJECT_ROOT.parent / "shared" / "fixtures")
+    if not path.is_dir():
+        pytest.skip(f"shared API recordings not found at {path}")
+    return path
