@@ -51,7 +51,7 @@ def server_url() -> str:
         return configured
     from observing_pipelines.db.embedded import start_embedded_postgres
 
-    return start_embedded_postgres(PROJECT_ROOT / ".local" / "test-pgdata")
+    return start_embedded_postgres(PROJECT_ROOT / ".local" / "test-pgdata", keep_running=False)
 
 
 def _admin(url: str, statement: str) -> None:
@@ -134,7 +134,9 @@ def wikidata_client(wikidata_server: HTTPServer) -> Iterator[WikidataClient]:
 @pytest.fixture(scope="session")
 def shared_fixtures() -> Path:
     """`../shared/fixtures` (or OBSERVING_SHARED_FIXTURES); tests using it skip without it."""
-    path = Path(os.environ.get("OBSERVING_SHARED_FIXTURES") or PROJECT_ROOT.parent / "shared" / "fixtures")
+    path = Path(
+        os.environ.get("OBSERVING_SHARED_FIXTURES") or PROJECT_ROOT.parent / "shared" / "fixtures"
+    )
     if not path.is_dir():
         pytest.skip(f"shared API recordings not found at {path}")
     return path

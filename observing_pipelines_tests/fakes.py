@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pytest_httpserver import HTTPServer
-from werkzeug import Request, Response  # noqa: F401 - Response re-exported for tests
+from werkzeug import Request, Response
 
 Entry = tuple[int, str, str]  # key, name, rank
 
@@ -68,8 +68,15 @@ PANTHERA_UNCIA: Entry = (5219436, "Panthera uncia", "SPECIES")
 def usage(entry: Entry, *, status: str = "ACCEPTED", authorship: str = "") -> dict[str, Any]:
     key, name, rank = entry
     full = f"{name} {authorship}".strip()
-    return {"key": str(key), "name": full, "canonicalName": name, "authorship": authorship,
-            "rank": rank, "code": "BOTANICAL", "status": status}
+    return {
+        "key": str(key),
+        "name": full,
+        "canonicalName": name,
+        "authorship": authorship,
+        "rank": rank,
+        "code": "BOTANICAL",
+        "status": status,
+    }
 
 
 def match_body(
@@ -82,8 +89,7 @@ def match_body(
 ) -> dict[str, Any]:
     """A `/v2/species/match` answer. `lineage` is the accepted usage's classification (root
     first); like GBIF, it repeats the accepted taxon at its tail."""
-    diagnostics = {"matchType": match_type, "confidence": confidence, "issues": [],
-                   "timeTaken": 3}
+    diagnostics = {"matchType": match_type, "confidence": confidence, "issues": [], "timeTaken": 3}
     if matched is None:
         return {"diagnostics": diagnostics, "synonym": False}
     tail = accepted or matched
@@ -144,21 +150,30 @@ class FakeGbif:
         if "usageKey" in args:
             body = self.by_key.get(int(args["usageKey"]))
             if body is None:
-                return Response('{"message":"Not found"}', status=404, content_type="application/json")
+                return Response(
+                    '{"message":"Not found"}', status=404, content_type="application/json"
+                )
         else:
             kingdom = args.get("kingdom")
-            body = self.by_name.get((args["scientificName"].casefold(), kingdom.casefold() if kingdom else None))
+            body = self.by_name.get(
+                (args["scientificName"].casefold(), kingdom.casefold() if kingdom else None)
+            )
             if body is None:
                 body = self.by_name.get((args["scientificName"].casefold(), None), NONE)
         return json_response(body)
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(json.dumps(body), status=status, content_type="application/json", headers=headers)
+    return Response(
+        json.dumps(body), status=status, content_type="application/json", headers=headers
+    )
 
 
 def html_error(status: int = 503) -> Response:
-    page = "<html><head><title>503 Backend fetch failed</title></head><body><h1>Guru Meditation:</h1></body></html>"
+    page = (
+        "<html><head><title>503 Backend fetch failed</title></head>"
+        "<body><h1>Guru Meditation:</h1></body></html>"
+    )
     return Response(page, status=status, content_type="text/html")
 
 
@@ -181,12 +196,23 @@ class FakeWikidata:
         if "wdt:P3151" in query:
             for inat in re.findall(r'"([0-9]+)"', query):
                 if inat in self.inaturalist:
-                    rows.append({"inat": {"type": "literal", "value": inat},
-                                 "gbif": {"type": "literal", "value": str(self.inaturalist[inat])}})
+                    rows.append(
+                        {
+                            "inat": {"type": "literal", "value": inat},
+                            "gbif": {"type": "literal", "value": str(self.inaturalist[inat])},
+                        }
+                    )
         else:
             for qid in re.findall(r"wd:(Q[0-9]+)", query):
                 if qid in self.items:
-                    rows.append({"item": {"type": "uri", "value": f"http://www.wikidata.org/entity/{qid}"},
-                                 "gbif": {"type": "literal", "value": str(self.items[qid])}})
+                    rows.append(
+                        {
+                            "item": {
+                                "type": "uri",
+                                "value": f"http://www.wikidata.org/entity/{qid}",
+                            },
+                            "gbif": {"type": "literal", "value": str(self.items[qid])},
+                        }
+                    )
         variables = ["inat", "gbif"] if "wdt:P3151" in query else ["item", "gbif"]
         return json_response({"head": {"vars": variables}, "results": {"bindings": rows}})

@@ -35,7 +35,10 @@ def identify(conn, *rows: tuple[str, str | None] | tuple[str, str | None, str | 
 
 def keys(conn, uris: list[str]) -> list[int | None]:
     with conn, conn.cursor() as cur:
-        cur.execute("SELECT uri, accepted_taxon_key FROM ingester.identifications WHERE uri = ANY(%s)", (uris,))
+        cur.execute(
+            "SELECT uri, accepted_taxon_key FROM ingester.identifications WHERE uri = ANY(%s)",
+            (uris,),
+        )
         found = dict(cur.fetchall())
     return [found[u] for u in uris]
 
@@ -49,8 +52,11 @@ def taxon(conn, key: int) -> dict | None:
 
 def attempts(conn, subject: str, kingdom: str | None = None) -> dict | None:
     with conn, conn.cursor() as cur:
-        cur.execute("SELECT * FROM pipelines.resolution_attempts WHERE subject = %s "
-                    "AND kingdom IS NOT DISTINCT FROM %s", (subject, kingdom))
+        cur.execute(
+            "SELECT * FROM pipelines.resolution_attempts WHERE subject = %s "
+            "AND kingdom IS NOT DISTINCT FROM %s",
+            (subject, kingdom),
+        )
         row = cur.fetchone()
         return dict(zip([d.name for d in cur.description], row, strict=True)) if row else None
 
@@ -61,7 +67,7 @@ def snapshot(conn) -> dict[str, list]:
         "identifications": "SELECT * FROM ingester.identifications ORDER BY uri",
         "taxa": "SELECT * FROM ingester.taxa ORDER BY taxon_key",
         "community_ids": "SELECT * FROM ingester.community_ids ORDER BY occurrence_uri",
-        "attempts": "SELECT * FROM pipelines.resolution_attempts ORDER BY subject_kind, subject_digest",
+        "attempts": "SELECT * FROM pipelines.resolution_attempts ORDER BY 1, 2",
         "stamps": "SELECT * FROM pipelines.identification_stamps ORDER BY uri",
     }
     with conn, conn.cursor() as cur:
@@ -86,18 +92,54 @@ def world(fake_gbif, fake_wikidata):
     helianthus = match_body("EXACT", fakes.HELIANTHUS_ANNUUS, fakes.HELIANTHUS_LINEAGE)
     fake_gbif.add_name("Helianthus annuus", helianthus)
     fake_gbif.add_name("Helianthus annuus L.", helianthus)
-    fake_gbif.add_name("Helianthus anuus", match_body("VARIANT", fakes.HELIANTHUS_ANNUUS, fakes.HELIANTHUS_LINEAGE, confidence=94))
-    fake_gbif.add_name("Anastrophyllum minutum", match_body(
-        "EXACT", fakes.ANASTROPHYLLUM_MINUTUM, fakes.SPHENOLOBUS_LINEAGE, accepted=fakes.SPHENOLOBUS_MINUTUS))
-    fake_gbif.add_name("Calopteryx", match_body("HIGHERRANK", fakes.CALOPTERYX, fakes.CALOPTERYX_LINEAGE, confidence=92))
-    fake_gbif.add_name("Calopteryx fakeus", match_body("HIGHERRANK", fakes.CALOPTERYX, fakes.CALOPTERYX_LINEAGE, confidence=92))
-    fake_gbif.add_name("Satyrium", match_body("EXACT", fakes.SATYRIUM_ORCHID, fakes.HELIANTHUS_LINEAGE[:4]), kingdom="Plantae")
-    fake_gbif.add_name("Satyrium", match_body("EXACT", fakes.SATYRIUM_BUTTERFLY, fakes.CALOPTERYX_LINEAGE[:4]), kingdom="Animalia")
+    fake_gbif.add_name(
+        "Helianthus anuus",
+        match_body("VARIANT", fakes.HELIANTHUS_ANNUUS, fakes.HELIANTHUS_LINEAGE, confidence=94),
+    )
+    fake_gbif.add_name(
+        "Anastrophyllum minutum",
+        match_body(
+            "EXACT",
+            fakes.ANASTROPHYLLUM_MINUTUM,
+            fakes.SPHENOLOBUS_LINEAGE,
+            accepted=fakes.SPHENOLOBUS_MINUTUS,
+        ),
+    )
+    fake_gbif.add_name(
+        "Calopteryx",
+        match_body("HIGHERRANK", fakes.CALOPTERYX, fakes.CALOPTERYX_LINEAGE, confidence=92),
+    )
+    fake_gbif.add_name(
+        "Calopteryx fakeus",
+        match_body("HIGHERRANK", fakes.CALOPTERYX, fakes.CALOPTERYX_LINEAGE, confidence=92),
+    )
+    fake_gbif.add_name(
+        "Satyrium",
+        match_body("EXACT", fakes.SATYRIUM_ORCHID, fakes.HELIANTHUS_LINEAGE[:4]),
+        kingdom="Plantae",
+    )
+    fake_gbif.add_name(
+        "Satyrium",
+        match_body("EXACT", fakes.SATYRIUM_BUTTERFLY, fakes.CALOPTERYX_LINEAGE[:4]),
+        kingdom="Animalia",
+    )
     fake_gbif.add_name("Satyrium", match_body("NONE", confidence=100))
-    fake_gbif.add_key(5219404, match_body("EXACT", fakes.PANTHERA_LEO, fakes.PANTHERA_LINEAGE, confidence=100))
-    fake_gbif.add_key(5219436, match_body("EXACT", fakes.PANTHERA_UNCIA, fakes.PANTHERA_LINEAGE, confidence=100))
-    fake_gbif.add_key(4277323, match_body("EXACT", fakes.ANASTROPHYLLUM_MINUTUM, fakes.SPHENOLOBUS_LINEAGE,
-                                          accepted=fakes.SPHENOLOBUS_MINUTUS, confidence=100))
+    fake_gbif.add_key(
+        5219404, match_body("EXACT", fakes.PANTHERA_LEO, fakes.PANTHERA_LINEAGE, confidence=100)
+    )
+    fake_gbif.add_key(
+        5219436, match_body("EXACT", fakes.PANTHERA_UNCIA, fakes.PANTHERA_LINEAGE, confidence=100)
+    )
+    fake_gbif.add_key(
+        4277323,
+        match_body(
+            "EXACT",
+            fakes.ANASTROPHYLLUM_MINUTUM,
+            fakes.SPHENOLOBUS_LINEAGE,
+            accepted=fakes.SPHENOLOBUS_MINUTUS,
+            confidence=100,
+        ),
+    )
     fake_wikidata.inaturalist["41944"] = 5219404
     fake_wikidata.items["Q30197"] = 5219436
     return fake_gbif
@@ -110,9 +152,17 @@ def test_exact_match_stamps_and_caches_ancestry_without_self_parent(conn, world,
     assert report.names.resolved == 1 and report.names.rows_stamped == 2
     target = taxon(conn, 9206251)
     assert target["parent_key"] == 3119134  # the genus, not itself (GBIF repeats the target)
-    assert (target["status"], target["accepted_taxon_key"], target["rank"]) == ("ACCEPTED", 9206251, "species")
+    assert (target["status"], target["accepted_taxon_key"], target["rank"]) == (
+        "ACCEPTED",
+        9206251,
+        "species",
+    )
     assert (target["kingdom"], target["family"], target["genus"], target["species"]) == (
-        "Plantae", "Asteraceae", "Helianthus", "Helianthus annuus")
+        "Plantae",
+        "Asteraceae",
+        "Helianthus",
+        "Helianthus annuus",
+    )
     assert taxon(conn, 3065)["parent_key"] == 414
     assert taxon(conn, 6)["parent_key"] is None
     with conn, conn.cursor() as cur:
@@ -127,7 +177,11 @@ def test_variant_match_is_accepted_and_remembered(conn, world, run_pass):
     run_pass()
     assert keys(conn, uris) == [9206251]
     memo = attempts(conn, "Helianthus anuus", "Plantae")
-    assert (memo["outcome"], memo["match_type"], memo["accepted_taxon_key"]) == ("resolved", "VARIANT", 9206251)
+    assert (memo["outcome"], memo["match_type"], memo["accepted_taxon_key"]) == (
+        "resolved",
+        "VARIANT",
+        9206251,
+    )
     calls = world.calls
     more = identify(conn, ("helianthus  ANUUS", "plantae"))  # same question, other spelling
     report = run_pass()
@@ -140,10 +194,18 @@ def test_synonym_is_cached_and_identifications_get_the_accepted_key(conn, world,
     run_pass()
     assert keys(conn, uris) == [2689422]
     synonym = taxon(conn, 4277323)
-    assert (synonym["status"], synonym["accepted_taxon_key"], synonym["parent_key"]) == ("SYNONYM", 2689422, 2689422)
+    assert (synonym["status"], synonym["accepted_taxon_key"], synonym["parent_key"]) == (
+        "SYNONYM",
+        2689422,
+        2689422,
+    )
     assert (synonym["species"], synonym["species_key"]) == ("Sphenolobus minutus", 2689422)
     accepted = taxon(conn, 2689422)
-    assert (accepted["status"], accepted["accepted_taxon_key"], accepted["parent_key"]) == ("ACCEPTED", 2689422, 2689399)
+    assert (accepted["status"], accepted["accepted_taxon_key"], accepted["parent_key"]) == (
+        "ACCEPTED",
+        2689422,
+        2689399,
+    )
 
 
 def test_higherrank_is_accepted_only_when_the_name_is_the_one_asked(conn, world, run_pass):
@@ -151,7 +213,11 @@ def test_higherrank_is_accepted_only_when_the_name_is_the_one_asked(conn, world,
     report = run_pass()
     assert keys(conn, [same, different]) == [1427007, None]
     rejected = attempts(conn, "Calopteryx fakeus", "Animalia")
-    assert (rejected["outcome"], rejected["match_type"], rejected["taxon_key"]) == ("rejected", "HIGHERRANK", 1427007)
+    assert (rejected["outcome"], rejected["match_type"], rejected["taxon_key"]) == (
+        "rejected",
+        "HIGHERRANK",
+        1427007,
+    )
     assert rejected["next_attempt_at"] is not None
     assert report.names.not_found == 1
 
@@ -166,7 +232,9 @@ def test_none_is_remembered_and_not_asked_again_until_its_next_try(conn, world, 
     report = run_pass()
     assert world.calls == calls and report.names.skipped_backoff == 1
     with conn, conn.cursor() as cur:  # due again: asked again, and the backoff doubles
-        cur.execute("UPDATE pipelines.resolution_attempts SET next_attempt_at = now() - interval '1 minute'")
+        cur.execute(
+            "UPDATE pipelines.resolution_attempts SET next_attempt_at = now() - interval '1 minute'"
+        )
     run_pass()
     second = attempts(conn, "Aaasdfadsf")
     assert world.calls == calls + 1 and second["attempts"] == 2
@@ -174,7 +242,9 @@ def test_none_is_remembered_and_not_asked_again_until_its_next_try(conn, world, 
 
 
 def test_homonym_is_told_apart_by_kingdom(conn, world, run_pass):
-    orchid, butterfly, unknown = identify(conn, ("Satyrium", "Plantae"), ("Satyrium", "Animalia"), ("Satyrium", None))
+    orchid, butterfly, unknown = identify(
+        conn, ("Satyrium", "Plantae"), ("Satyrium", "Animalia"), ("Satyrium", None)
+    )
     run_pass()
     assert keys(conn, [orchid, butterfly, unknown]) == [5307264, 1927718, None]
     # Both homonyms are now cached; a name without kingdom is still not guessed from the cache.
@@ -185,7 +255,9 @@ def test_authorship_in_a_name_finds_the_cached_canonical_name(conn, world, run_p
     identify(conn, ("Helianthus annuus", "Plantae"))
     run_pass()
     calls = world.calls
-    uris = identify(conn, ("Helianthus annuus L.", "Plantae"), ("  helianthus   ANNUUS ", "Plantae"))
+    uris = identify(
+        conn, ("Helianthus annuus L.", "Plantae"), ("  helianthus   ANNUUS ", "Plantae")
+    )
     report = run_pass()
     assert keys(conn, uris) == [9206251, 9206251]
     assert world.calls == calls and report.names.cache_hits == 2
@@ -213,20 +285,31 @@ def test_taxon_id_forms(conn, world, fake_wikidata, run_pass, uri, expected):
     report = run_pass()
     assert keys(conn, uris) == [expected]
     assert report.taxon_ids.seen == 1
-    assert attempts(conn, uri)["outcome"] == ("resolved" if expected else ("invalid" if "example" in uri else "not_found"))
+    assert attempts(conn, uri)["outcome"] == (
+        "resolved" if expected else ("invalid" if "example" in uri else "not_found")
+    )
 
 
 def test_taxon_id_crosswalks_are_batched(conn, world, fake_wikidata, run_pass):
     fake_wikidata.inaturalist |= {"1": 5219404, "2": 5219436}
-    identify(conn, *[(f"Nothing {n}", None, f"https://www.inaturalist.org/taxa/{n}") for n in (1, 2, 41944)])
+    identify(
+        conn,
+        *[(f"Nothing {n}", None, f"https://www.inaturalist.org/taxa/{n}") for n in (1, 2, 41944)],
+    )
     run_pass()
     assert len(fake_wikidata.queries) == 1
 
 
 def test_second_run_makes_no_http_call_and_changes_no_row(conn, world, run_pass):
-    identify(conn, ("Helianthus annuus", "Plantae"), ("Anastrophyllum minutum", "Plantae"), ("Aaasdfadsf", None),
-             ("Calopteryx fakeus", "Animalia"), ("Lion", None, "https://www.inaturalist.org/taxa/41944"),
-             ("Nonsense", None, "urn:nothing"))
+    identify(
+        conn,
+        ("Helianthus annuus", "Plantae"),
+        ("Anastrophyllum minutum", "Plantae"),
+        ("Aaasdfadsf", None),
+        ("Calopteryx fakeus", "Animalia"),
+        ("Lion", None, "https://www.inaturalist.org/taxa/41944"),
+        ("Nonsense", None, "urn:nothing"),
+    )
     run_pass()
     before, calls = snapshot(conn), world.calls
     report = run_pass()
@@ -235,7 +318,11 @@ def test_second_run_makes_no_http_call_and_changes_no_row(conn, world, run_pass)
 
 
 def test_dry_run_changes_nothing_and_calls_nobody(conn, world, fake_wikidata, run_pass):
-    identify(conn, ("Helianthus annuus", "Plantae"), ("Lion", None, "https://www.inaturalist.org/taxa/41944"))
+    identify(
+        conn,
+        ("Helianthus annuus", "Plantae"),
+        ("Lion", None, "https://www.inaturalist.org/taxa/41944"),
+    )
     before = snapshot(conn)
     report = run_pass(dry_run=True)
     assert snapshot(conn) == before
@@ -245,7 +332,9 @@ def test_dry_run_changes_nothing_and_calls_nobody(conn, world, fake_wikidata, ru
 
 
 def test_limit_bounds_each_pass(conn, world, run_pass):
-    identify(conn, ("Helianthus annuus", "Plantae"), ("Aaasdfadsf", None), ("Calopteryx", "Animalia"))
+    identify(
+        conn, ("Helianthus annuus", "Plantae"), ("Aaasdfadsf", None), ("Calopteryx", "Animalia")
+    )
     report = run_pass(limit=2)
     assert report.names.seen == 2
 
@@ -254,13 +343,18 @@ def test_edited_name_is_resolved_again(conn, world, run_pass):
     (uri,) = identify(conn, ("Helianthus annuus", "Plantae"))
     run_pass()
     with conn, conn.cursor() as cur:  # the ingester's upsert: new name, key COALESCEd (kept)
-        cur.execute("UPDATE ingester.identifications SET scientific_name = 'Anastrophyllum minutum', "
-                    "indexed_at = now() WHERE uri = %s", (uri,))
+        cur.execute(
+            "UPDATE ingester.identifications SET scientific_name = 'Anastrophyllum minutum', "
+            "indexed_at = now() WHERE uri = %s",
+            (uri,),
+        )
     report = run_pass()
     assert report.rows_reset == 1
     assert keys(conn, [uri]) == [2689422]
     with conn, conn.cursor() as cur:
-        cur.execute("SELECT scientific_name, accepted_taxon_key FROM pipelines.identification_stamps")
+        cur.execute(
+            "SELECT scientific_name, accepted_taxon_key FROM pipelines.identification_stamps"
+        )
         assert cur.fetchall() == [("Anastrophyllum minutum", 2689422)]
 
 
@@ -284,12 +378,12 @@ def test_identifications_stamped_by_the_old_resolver_are_left_alone(conn, world,
     ],
 )
 def test_odd_names_are_recorded_not_fatal(conn, world, run_pass, name, outcome):
-    (uri,) = identify(conn, (name, "Plantae"))
+    identify(conn, (name, "Plantae"))
     report = run_pass()
     assert report.names.seen == 1
     with conn, conn.cursor() as cur:
         cur.execute("SELECT outcome, length(subject) FROM pipelines.resolution_attempts")
-        (recorded, length), = cur.fetchall()
+        ((recorded, length),) = cur.fetchall()
     assert recorded == outcome
     if outcome == "invalid":
         assert world.calls == 0 and length <= 10_000
@@ -309,18 +403,32 @@ def test_http_failures_are_recorded_per_item_and_the_pass_completes(conn, world,
     for _ in range(3):
         world.script("Calopteryx", fakes.json_response({"error": "boom"}, 500))
         world.script("Anastrophyllum minutum", fakes.html_error(503))
-        world.script("Satyrium", fakes.Response('{"diagnostics": {"matchTy', content_type="application/json"))
+        world.script(
+            "Satyrium", fakes.Response('{"diagnostics": {"matchTy', content_type="application/json")
+        )
     world.script("Aaasdfadsf", 3.0)  # longer than the client's timeout, on every attempt
     world.script("Aaasdfadsf", 3.0)
     world.script("Aaasdfadsf", 3.0)
-    uris = identify(conn, ("Helianthus annuus", "Plantae"), ("Calopteryx", "Animalia"),
-                    ("Anastrophyllum minutum", "Plantae"), ("Satyrium", "Plantae"), ("Aaasdfadsf", None))
+    uris = identify(
+        conn,
+        ("Helianthus annuus", "Plantae"),
+        ("Calopteryx", "Animalia"),
+        ("Anastrophyllum minutum", "Plantae"),
+        ("Satyrium", "Plantae"),
+        ("Aaasdfadsf", None),
+    )
     report = run_pass()
     assert keys(conn, uris) == [9206251, None, None, None, None]
     assert report.names.resolved == 1 and report.names.errors == 4
-    errors = {name: attempts(conn, name, kingdom) for name, kingdom in
-              (("Calopteryx", "Animalia"), ("Anastrophyllum minutum", "Plantae"), ("Satyrium", "Plantae"),
-               ("Aaasdfadsf", None))}
+    errors = {
+        name: attempts(conn, name, kingdom)
+        for name, kingdom in (
+            ("Calopteryx", "Animalia"),
+            ("Anastrophyllum minutum", "Plantae"),
+            ("Satyrium", "Plantae"),
+            ("Aaasdfadsf", None),
+        )
+    }
     assert all(e["outcome"] == "error" and e["next_attempt_at"] for e in errors.values())
     assert "HTTP 500" in errors["Calopteryx"]["last_error"]
     assert "text/html" in errors["Anastrophyllum minutum"]["last_error"]
@@ -339,8 +447,11 @@ def test_http_failures_are_recorded_per_item_and_the_pass_completes(conn, world,
 def test_wikidata_outage_is_recorded_for_each_crosswalk(conn, world, wikidata_server, run_pass):
     wikidata_server.clear()
     wikidata_server.expect_request("/sparql").respond_with_data("down", status=502)
-    uris = identify(conn, ("Lion", None, "https://www.inaturalist.org/taxa/41944"),
-                    ("Snow leopard", None, "gbif:5219436"))
+    uris = identify(
+        conn,
+        ("Lion", None, "https://www.inaturalist.org/taxa/41944"),
+        ("Snow leopard", None, "gbif:5219436"),
+    )
     report = run_pass()
     assert keys(conn, uris) == [None, 5219436]
     assert report.taxon_ids.errors == 1
@@ -349,8 +460,14 @@ def test_wikidata_outage_is_recorded_for_each_crosswalk(conn, world, wikidata_se
 
 def test_two_overlapping_runs_leave_correct_data(db_url, world, gbif_client, wikidata_client):
     setup = psycopg2.connect(db_url)
-    names = [("Helianthus annuus", "Plantae"), ("Anastrophyllum minutum", "Plantae"), ("Calopteryx", "Animalia"),
-             ("Satyrium", "Plantae"), ("Satyrium", "Animalia"), ("Helianthus anuus", "Plantae")]
+    names = [
+        ("Helianthus annuus", "Plantae"),
+        ("Anastrophyllum minutum", "Plantae"),
+        ("Calopteryx", "Animalia"),
+        ("Satyrium", "Plantae"),
+        ("Satyrium", "Animalia"),
+        ("Helianthus anuus", "Plantae"),
+    ]
     uris = identify(setup, *(names * 20))
     errors = []
 
@@ -358,7 +475,7 @@ def test_two_overlapping_runs_leave_correct_data(db_url, world, gbif_client, wik
         conn = psycopg2.connect(db_url)
         try:
             TaxaResolver(conn, gbif_client, wikidata_client, ResolveOptions(batch_size=3)).run()
-        except Exception as error:  # noqa: BLE001 - collected and asserted below
+        except Exception as error:
             errors.append(error)
         finally:
             conn.close()
@@ -369,8 +486,12 @@ def test_two_overlapping_runs_leave_correct_data(db_url, world, gbif_client, wik
     for thread in threads:
         thread.join()
     assert errors == []
-    expected = {"Helianthus annuus": 9206251, "Anastrophyllum minutum": 2689422, "Calopteryx": 1427007,
-                "Helianthus anuus": 9206251}
+    expected = {
+        "Helianthus annuus": 9206251,
+        "Anastrophyllum minutum": 2689422,
+        "Calopteryx": 1427007,
+        "Helianthus anuus": 9206251,
+    }
     stamped = keys(setup, uris)
     for (name, kingdom), key in zip(names * 20, stamped, strict=True):
         assert key == expected.get(name, {"Plantae": 5307264, "Animalia": 1927718}[kingdom])

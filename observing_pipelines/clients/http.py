@@ -115,6 +115,9 @@ class PoliteHttpClient:
         self._lock = threading.Lock()
         self._paused_until = 0.0
         self._calls = 0
+        self._backoff = wait_exponential_jitter(
+            multiplier=policy.backoff_initial_seconds, max=policy.backoff_max_seconds
+        )
 
     @property
     def calls(self) -> int:
@@ -227,9 +230,7 @@ class PoliteHttpClient:
         retry_after = getattr(error, "retry_after", None)
         if retry_after is not None:
             return retry_after
-        return wait_exponential_jitter(
-            initial=self.policy.backoff_initial_seconds, max=self.policy.backoff_max_seconds
-        )(state)
+        return self._backoff(state)
 
     def _log_retry(self, state: RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome else None

@@ -16,12 +16,15 @@ log = logging.getLogger("observing_pipelines.embedded")
 DATABASE_NAME = "observing"
 
 
-def start_embedded_postgres(pgdata: Path) -> str:
-    """Start (or reuse) the server under `pgdata`; return the URL of its `observing` database."""
+def start_embedded_postgres(pgdata: Path, *, keep_running: bool = True) -> str:
+    """Start (or reuse) the server under `pgdata`; return the URL of its `observing` database.
+
+    With `keep_running=False` the server stops when this process exits (the tests' choice).
+    """
     import pgserver  # imported here: only development needs it
 
     pgdata.mkdir(parents=True, exist_ok=True)
-    server = pgserver.get_server(pgdata.resolve(), cleanup_mode=None)
+    server = pgserver.get_server(pgdata.resolve(), cleanup_mode=None if keep_running else "stop")
     exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE_NAME}';")
     if "(0 rows)" in exists:
         server.psql(f"CREATE DATABASE {DATABASE_NAME};")

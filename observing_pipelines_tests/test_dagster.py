@@ -1,0 +1,112 @@
+"""The code location in Dagster: definitions, the asset run in process, and the CLI on Postgres."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import dagster as dg
+import psycopg2
+
+from observing_pipelines.definitions import defs
+from observing_pipelines.jobs.resolve_taxa import identification_taxa, resolve_taxa_schedule
+from observing_pipelines.resources import AppDatabaseResource, GbifResource, WikidataResource
+from observing_pipelines_tests import fakes
+from observing_pipelines_tests.conftest import PROJECT_ROOT
+from observing_pipelines_tests.test_resolve_taxa import identify, keys
+
+
+def test_definitions_load_with_schedule_and_resources():
+    repository = defs.get_repository_def()
+    assert {job.name for job in repository.get_all_jobs()} >= {"resolve_taxa"}
+    schedule = repository.get_schedule_def("resolve_taxa_every_5_minutes")
+    assert (schedule.cron_schedule, schedule.execution_timezone) == ("*/5 * * * *", "UTC")
+    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+    assert set(repository.get_top_level_resources()) >= {"app_db", "gbif", "wikidata"}
+
+
+def test_schedule_cadence_and_timezone_are_configurable():
+    schedule = resolve_taxa_schedule("0 * * * *", "Europe/Berlin")
+    assert (schedule.cron_schedule, schedule.execution_timezone) == ("0 * * * *", "Europe/Berlin")
+
+
+def test_asset_materializes_with_run_metadata(
+    conn, db_url, fake_gbif, gbif_server, wikidata_server
+):
+    fake_gbif.add_name(
+        "Helianthus annuus",
+        fakes.match_body("EXACT", fakes.HELIANTHUS_ANNUUS, fakes.HELIANTHUS_LINEAGE),
+    )
+    uris = identify(conn, ("Helianthus annuus", "Plantae"), ("Aaasdfadsf", None))
+    result = dg.materialize(
+        [identification_taxa],
+        resources={
+            "app_db": AppDatabaseResource(url=db_url),
+            "gbif": GbifResource(base_url=gbif_server.url_for(""), min_interval_ms=0),
+            "wikidata": WikidataResource(
+                base_url=wikidata_server.url_for("/sparql"), min_interval_ms=0
+            ),
+        },
+    )
+    assert result.success
+    assert keys(conn, uris) == [9206251, None]
+    metadata = result.asset_materializations_for_node("ingester__identification_taxa")[0].metadata
+    values = {k: v.value for k, v in metadata.items()}
+    assert (
+        values["names_seen"] == 2
+        and values["names_resolved"] == 1
+        and values["names_not_found"] == 1
+    )
+    assert values["rows_stamped"] == 1 and values["http_calls"] == 2 and values["errors"] == 0
+    assert values["community_ids_refreshed"] is True and values["seconds"] >= 0
+
+
+def test_dagster_job_execute_against_a_postgres_instance(
+    tmp_path, conn, db_url, fake_gbif, gbif_server, wikidata_server
+):
+    fake_gbif.add_name(
+        "Helianthus annuus",
+        fakes.match_body("EXACT", fakes.HELIANTHUS_ANNUUS, fakes.HELIANTHUS_LINEAGE),
+    )
+    uris = identify(conn, ("Helianthus annuus", "Plantae"))
+    shutil.copy(PROJECT_ROOT / "dagster.yaml", tmp_path / "dagster.yaml")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DB_", "DAGSTER_"))}
+    env |= {
+        "DAGSTER_HOME": str(tmp_path),
+        "DATABASE_URL": db_url,
+        "GBIF_BASE_URL": gbif_server.url_for(""),
+        "WIKIDATA_SPARQL_URL": wikidata_server.url_for("/sparql"),
+    }
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dagster",
+            "job",
+            "execute",
+            "-m",
+            "observing_pipelines.definitions",
+            "-j",
+            "resolve_taxa",
+        ],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    assert keys(conn, uris) == [9206251]
+    storage = psycopg2.connect(db_url)
+    try:
+        with storage, storage.cursor() as cur:
+            cur.execute("SELECT pipeline_name, status FROM dagster.runs")
+            assert cur.fetchall() == [("resolve_taxa", "SUCCESS")]
+            cur.execute(
+                "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'"
+            )
+            assert cur.fetchone()[0] == 0
+    finally:
+        storage.close()
