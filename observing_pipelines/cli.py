@@ -130,9 +130,18 @@ def _dev(args: argparse.Namespace, settings: Settings) -> int:
     if not instance_config.exists():
         instance_config.symlink_to(project / "dagster.yaml")
     env = os.environ | {"DATABASE_URL": url, "DAGSTER_HOME": str(dagster_home)}
-    command = ["dagster", "dev", "-w", str(project / "workspace.yaml"), "-p", str(args.port)]
-    log.info("Starting %s (DAGSTER_HOME=%s)", " ".join(command), dagster_home)
-    os.execvpe(command[0], command, env)
+    command = [
+        sys.executable,
+        "-m",
+        "dagster",
+        "dev",
+        "-w",
+        str(project / "workspace.yaml"),
+        "-p",
+        str(args.port),
+    ]
+    log.info("Starting dagster dev on port %d (DAGSTER_HOME=%s)", args.port, dagster_home)
+    os.execve(command[0], command, env)
 
 
 def _positive(text: str) -> int:
