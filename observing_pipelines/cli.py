@@ -4,7 +4,8 @@
   (0 done, 1 database connection, enumeration or refresh failed, 2 no database configured).
 - `migrate` applies our migrations, then Dagster's.
 - `dev` sets up and starts the whole system locally: embedded Postgres when no database is
-  configured, migrations, a demo data set in an empty database, then `dagster dev`.
+  configured, migrations, a demo data set in an empty database, then `dagster dev`;
+  `stop-db` stops that embedded server.
 """
 
 from __future__ import annotations
@@ -61,6 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     dev = commands.add_parser("dev", help="set up and start the system locally (dagster dev)")
     dev.add_argument("--port", type=int, default=3000)
     dev.set_defaults(handler=_dev)
+
+    stop = commands.add_parser("stop-db", help="stop the embedded PostgreSQL that `dev` started")
+    stop.set_defaults(handler=_stop_db)
 
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -142,6 +146,12 @@ def _dev(args: argparse.Namespace, settings: Settings) -> int:
     ]
     log.info("Starting dagster dev on port %d (DAGSTER_HOME=%s)", args.port, dagster_home)
     os.execve(command[0], command, env)
+
+
+def _stop_db(args: argparse.Namespace, settings: Settings) -> int:
+    from observing_pipelines.db.embedded import stop_embedded_postgres
+
+    return EXIT_OK if stop_embedded_postgres(settings.embedded_pgdata) else EXIT_FAILED
 
 
 def _positive(text: str) -> int:

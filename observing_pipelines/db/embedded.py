@@ -9,6 +9,9 @@ the daemon and later commands all reach the same database.
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import time
 from pathlib import Path
 
 log = logging.getLogger("observing_pipelines.embedded")
@@ -32,3 +35,23 @@ def start_embedded_postgres(pgdata: Path, *, keep_running: bool = True) -> str:
     url = base.replace("@/postgres?", f"@/{DATABASE_NAME}?", 1)
     log.info("Embedded PostgreSQL running; data directory %s", pgdata.resolve())
     return url
+
+
+def stop_embedded_postgres(pgdata: Path, timeout_seconds: float = 30.0) -> bool:
+    """Fast-shut-down the server under `pgdata` (its data stays for the next `dev`).
+
+    Signals the postmaster directly (what `pg_ctl stop -m fast` does): pgserver runs it as its
+    own system user when we are root, so `pg_ctl` from here would be refused.
+    """
+    pid_file = pgdata / "postmaster.pid"
+    try:
+        pid = int(pid_file.read_text().splitlines()[0])
+        os.kill(pid, signal.SIGINT)
+    except (FileNotFoundError, IndexError, ValueError, ProcessLookupError):
+        log.info("No embedded PostgreSQL running under %s", pgdata.resolve())
+        return False
+    deadline = time.monotonic() + timeout_seconds
+    while pid_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    log.info("Embedded PostgreSQL under %s stopped", pgdata.resolve())
+    return not pid_file.exists()
