@@ -1,18 +1,38 @@
-"""The code location: every asset, job, schedule and resource, wired from the environment."""
+"""The code location: every asset, check, job, schedule and resource, wired from the environment."""
 
 import dagster as dg
 
-from observing_pipelines.jobs import resolve_taxa
+from observing_pipelines.jobs import conservation, freshness, resolve_taxa, thumbnails
 from observing_pipelines.resources import build_resources
 from observing_pipelines.settings import Settings
 
 settings = Settings.from_env()
+timezone = settings.schedule_timezone
 
 defs = dg.Definitions(
-    assets=[resolve_taxa.identification_taxa],
-    jobs=[resolve_taxa.resolve_taxa_job],
+    assets=[
+        resolve_taxa.identification_taxa,
+        thumbnails.taxon_images,
+        conservation.taxon_conservation,
+        freshness.backbone_changes,
+    ],
+    asset_checks=[
+        *resolve_taxa.resolve_taxa_checks,
+        *thumbnails.thumbnails_checks,
+        *conservation.conservation_checks,
+        *freshness.freshness_checks,
+    ],
+    jobs=[
+        resolve_taxa.resolve_taxa_job,
+        thumbnails.thumbnails_job,
+        conservation.conservation_job,
+        freshness.freshness_job,
+    ],
     schedules=[
-        resolve_taxa.resolve_taxa_schedule(settings.resolve_taxa_cron, settings.schedule_timezone)
+        resolve_taxa.resolve_taxa_schedule(settings.resolve_taxa_cron, timezone),
+        thumbnails.thumbnails_schedule(settings.thumbnails_cron, timezone),
+        conservation.conservation_schedule(settings.conservation_cron, timezone),
+        freshness.freshness_schedule(settings.freshness_cron, timezone),
     ],
     resources=build_resources(settings),
 )

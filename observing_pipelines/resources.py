@@ -15,8 +15,10 @@ from contextlib import contextmanager
 import dagster as dg
 from psycopg2.extensions import connection as Connection
 
+from observing_pipelines.clients.commons import CommonsClient
 from observing_pipelines.clients.gbif import GbifClient
 from observing_pipelines.clients.http import HttpPolicy, PoliteHttpClient
+from observing_pipelines.clients.iucn import IucnClient
 from observing_pipelines.clients.wikidata import WikidataClient
 from observing_pipelines.db.connection import connect, database_url
 from observing_pipelines.settings import DEFAULT_USER_AGENT, Settings
@@ -79,6 +81,32 @@ class WikidataResource(HttpApiResource):
         return WikidataClient(self.http_client("wikidata"))
 
 
+class CommonsResource(HttpApiResource):
+    """Commons Action API: serial requests, as Wikimedia asks of batch clients."""
+
+    base_url: str = "https://commons.wikimedia.org/w/api.php"
+    min_interval_ms: int = 500
+    max_concurrency: int = 1
+
+    def get_client(self) -> CommonsClient:
+        return CommonsClient(self.http_client("commons"))
+
+
+class IucnResource(HttpApiResource):
+    """IUCN Red List API v4. Without a token the conservation job reads GBIF instead.
+
+    The token is an `EnvVar`, so Dagster shows its name, never its value.
+    """
+
+    base_url: str = "https://api.iucnredlist.org/api/v4"
+    token: str | None = None
+    min_interval_ms: int = 500
+    max_concurrency: int = 2
+
+    def get_client(self) -> IucnClient | None:
+        return IucnClient(self.http_client("iucn"), self.token) if self.token else None
+
+
 def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
     http = settings.http
     shared = {
@@ -98,6 +126,12 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
         "wikidata": WikidataResource(
             base_url=settings.wikidata_sparql_url,
             min_interval_ms=settings.wikidata_min_interval_ms,
+            **shared,
+        ),
+        "commons": CommonsResource(base_url=settings.commons_api_url, **shared),
+        "iucn": IucnResource(
+            base_url=settings.iucn_base_url,
+            token=dg.EnvVar("IUCN_API_TOKEN") if settings.iucn_token_configured else None,
             **shared,
         ),
     }

@@ -58,7 +58,14 @@ class Settings:
     gbif_max_concurrency: int = 4
     wikidata_sparql_url: str = "https://query.wikidata.org/sparql"
     wikidata_min_interval_ms: int = 1000
+    commons_api_url: str = "https://commons.wikimedia.org/w/api.php"
+    iucn_base_url: str = "https://api.iucnredlist.org/api/v4"
+    iucn_token_configured: bool = False
+    # Every schedule's cadence, in one place (README "Configuration" lists the variables).
     resolve_taxa_cron: str = "*/5 * * * *"
+    thumbnails_cron: str = "30 3 * * *"
+    conservation_cron: str = "0 4 * * 1"
+    freshness_cron: str = "0 2 * * *"
     schedule_timezone: str = "UTC"
     embedded_pgdata: Path = Path(".local/pgdata")
 
@@ -89,7 +96,13 @@ class Settings:
             wikidata_min_interval_ms=_integer(
                 env, "WIKIDATA_RATE_LIMIT_MS", cls.wikidata_min_interval_ms
             ),
+            commons_api_url=_text(env, "COMMONS_API_URL") or cls.commons_api_url,
+            iucn_base_url=_text(env, "IUCN_BASE_URL") or cls.iucn_base_url,
+            iucn_token_configured=_text(env, "IUCN_API_TOKEN") is not None,
             resolve_taxa_cron=_text(env, "RESOLVE_TAXA_CRON") or cls.resolve_taxa_cron,
+            thumbnails_cron=_text(env, "THUMBNAILS_CRON") or cls.thumbnails_cron,
+            conservation_cron=_text(env, "CONSERVATION_CRON") or cls.conservation_cron,
+            freshness_cron=_text(env, "FRESHNESS_CRON") or cls.freshness_cron,
             schedule_timezone=_text(env, "SCHEDULE_TIMEZONE") or cls.schedule_timezone,
             embedded_pgdata=Path(_text(env, "EMBEDDED_PGDATA") or cls.embedded_pgdata),
         )

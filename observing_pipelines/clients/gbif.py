@@ -121,6 +121,28 @@ def parse_match(body: Any) -> GbifMatch:
     )
 
 
+IUCN_CODES = frozenset({"EX", "EW", "RE", "CR", "EN", "VU", "NT", "LC", "DD", "NA", "NE"})
+
+
+@dataclass(frozen=True)
+class RedListCategory:
+    """GBIF's copy of the IUCN category (`/v1/species/{key}/iucnRedListCategory`)."""
+
+    code: str | None
+    accepted_name: str | None
+
+
+def parse_red_list_category(body: Any) -> RedListCategory:
+    """Both known shapes (api.gbif.org and matching-ws), and `{}` for "no status"."""
+    if not isinstance(body, dict):
+        raise MalformedResponseError(SERVICE, "iucnRedListCategory answer is not an object")
+    code = clean_text(body.get("code"))
+    return RedListCategory(
+        code=code.upper() if code and code.upper() in IUCN_CODES else None,
+        accepted_name=clean_text(body.get("acceptedName")),
+    )
+
+
 class GbifClient:
     """The calls `resolve_taxa` makes, answering typed `GbifMatch` records."""
 
@@ -135,6 +157,14 @@ class GbifClient:
 
     def match_usage_key(self, key: int) -> GbifMatch:
         return self._match({"usageKey": key})
+
+    def red_list_category(self, key: int) -> RedListCategory:
+        """The IUCN category GBIF holds for this usage; a 404 is no status."""
+        try:
+            body = self.http.request_json("GET", f"/v1/species/{key}/iucnRedListCategory")
+        except UpstreamNotFound:
+            return RedListCategory(code=None, accepted_name=None)
+        return parse_red_list_category(body)
 
     def _match(self, params: dict[str, str | int]) -> GbifMatch:
         """One matcher call; a 404 is no match, as the app has always read it."""

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote
 
 from observing_pipelines.clients.gbif import MalformedResponseError
 from observing_pipelines.clients.http import PoliteHttpClient
@@ -21,8 +23,11 @@ _QID = re.compile(r"Q[0-9]{1,12}")
 _ENTITY_PREFIX = "http://www.wikidata.org/entity/"
 
 
-def parse_bindings(body: Any, variables: Sequence[str]) -> list[dict[str, str]]:
-    """SPARQL JSON results as plain rows of the given variables (rows missing one are dropped)."""
+def parse_bindings(
+    body: Any, variables: Sequence[str], optional: Sequence[str] = ()
+) -> list[dict[str, str]]:
+    """SPARQL JSON results as plain rows: rows missing a required variable are dropped, unbound
+    optional variables are left out of the row."""
     if not isinstance(body, dict) or not isinstance(body.get("results"), dict):
         raise MalformedResponseError(SERVICE, "SPARQL answer has no results object")
     bindings = body["results"].get("bindings")
@@ -39,6 +44,10 @@ def parse_bindings(body: Any, variables: Sequence[str]) -> list[dict[str, str]]:
                 break
             row[variable] = cell["value"]
         else:
+            for variable in optional:
+                cell = binding.get(variable)
+                if isinstance(cell, dict) and isinstance(cell.get("value"), str):
+                    row[variable] = cell["value"]
             rows.append(row)
     return rows
 
@@ -53,6 +62,43 @@ def _smallest_gbif_key(rows: Iterable[dict[str, str]], id_of: str) -> dict[str, 
         ident = row[id_of].removeprefix(_ENTITY_PREFIX)
         keys[ident] = min(keys.get(ident, int(gbif)), int(gbif))
     return keys
+
+
+@dataclass(frozen=True)
+class TaxonImage:
+    """The Wikidata item holding a GBIF key, and its best P18 image (None: no image)."""
+
+    item: str
+    file_name: str | None
+
+
+_RANK_ORDER = {
+    "http://wikiba.se/ontology#PreferredRank": 0,
+    "http://wikiba.se/ontology#NormalRank": 1,
+}
+_FILE_PATH_PREFIX = "http://commons.wikimedia.org/wiki/Special:FilePath/"
+
+
+def pick_images(rows: Iterable[dict[str, str]]) -> dict[int, TaxonImage]:
+    """Per GBIF key: the item, and its image of best rank (preferred, then normal; deprecated
+    never), ties broken by file name so reruns pick the same file."""
+    best: dict[int, tuple[tuple[int, str], TaxonImage]] = {}
+    for row in rows:
+        gbif = row.get("gbif", "").strip()
+        if not gbif.isdigit():
+            continue
+        item = row["item"].removeprefix(_ENTITY_PREFIX)
+        image = row.get("image", "")
+        rank = _RANK_ORDER.get(row.get("rank", ""))
+        if image.startswith(_FILE_PATH_PREFIX) and rank is not None:
+            name = unquote(image.removeprefix(_FILE_PATH_PREFIX)).replace("_", " ")
+            candidate = ((rank, name), TaxonImage(item, name))
+        else:
+            candidate = ((9, ""), TaxonImage(item, None))
+        key = int(gbif)
+        if key not in best or candidate[0] < best[key][0]:
+            best[key] = candidate
+    return {key: image for key, (_, image) in best.items()}
 
 
 class WikidataClient:
@@ -84,11 +130,29 @@ class WikidataClient:
             found |= _smallest_gbif_key(self._select(query, ("item", "gbif")), "item")
         return found
 
-    def _select(self, query: str, variables: Sequence[str]) -> list[dict[str, str]]:
+    def images_for_gbif_keys(self, keys: Sequence[int]) -> dict[int, TaxonImage]:
+        """GBIF key (P846) -> item and P18 image, for the keys Wikidata has an item for."""
+        unique = sorted(set(keys))
+        found: dict[int, TaxonImage] = {}
+        for start in range(0, len(unique), BATCH_SIZE):
+            values = " ".join(f'"{k}"' for k in unique[start : start + BATCH_SIZE])
+            query = (
+                f"SELECT ?gbif ?item ?image ?rank WHERE {{ VALUES ?gbif {{ {values} }} "
+                "?item wdt:P846 ?gbif . OPTIONAL { ?item p:P18 ?statement . "
+                "?statement ps:P18 ?image ; wikibase:rank ?rank . "
+                "FILTER(?rank != wikibase:DeprecatedRank) } }"
+            )
+            rows = self._select(query, ("gbif", "item"), optional=("image", "rank"))
+            found |= pick_images(rows)
+        return found
+
+    def _select(
+        self, query: str, variables: Sequence[str], optional: Sequence[str] = ()
+    ) -> list[dict[str, str]]:
         body = self.http.request_json(
             "POST",
             "",
             data={"query": query},
             headers={"Accept": "application/sparql-results+json"},
         )
-        return parse_bindings(body, variables)
+        return parse_bindings(body, variables, optional)

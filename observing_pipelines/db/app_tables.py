@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import astuple, dataclass, fields
 
+from psycopg2 import sql
 from psycopg2.extensions import connection as Connection
 from psycopg2.extras import execute_values
 
@@ -307,3 +308,140 @@ def count_identifications(conn: Connection) -> int:
     with conn.cursor() as cur:
         cur.execute("SELECT count(*) FROM ingester.identifications")
         return cur.fetchone()[0]
+
+
+# -- enrichment jobs ---------------------------------------------------------------------------
+
+SPECIES_AND_BELOW = ("species", "subspecies", "variety", "form", "infraspecific_name")
+
+
+@dataclass(frozen=True)
+class DueTaxon:
+    taxon_key: int
+    scientific_name: str
+    rank: str
+
+
+def taxa_due(
+    conn: Connection, result_table: str, job: str, limit: int, ranks: Sequence[str] | None = None
+) -> list[DueTaxon]:
+    """Accepted cached taxa an enrichment job should look at now: never seen first, then the
+    stalest; taxa whose last failure is still backing off wait."""
+    query = sql.SQL(
+        """
+        SELECT t.taxon_key, t.scientific_name, t.rank FROM ingester.taxa t
+        LEFT JOIN pipelines.{table} s ON s.taxon_key = t.taxon_key
+        LEFT JOIN pipelines.job_item_failures f ON f.job = %(job)s AND f.item_key = t.taxon_key
+        WHERE t.status IN ('ACCEPTED', 'DOUBTFUL')
+          AND (%(ranks)s::text[] IS NULL OR t.rank = ANY(%(ranks)s))
+          AND (s.taxon_key IS NULL OR s.next_check_at <= now())
+          AND (f.item_key IS NULL OR f.next_attempt_at <= now())
+        ORDER BY s.fetched_at NULLS FIRST, t.taxon_key
+        LIMIT %(limit)s
+        """
+    ).format(table=sql.Identifier(result_table))
+    with conn.cursor() as cur:
+        cur.execute(query, {"job": job, "ranks": list(ranks) if ranks else None, "limit": limit})
+        return [DueTaxon(*row) for row in cur.fetchall()]
+
+
+def hot_stale_taxa(
+    conn: Connection, top_n: int, recent_days: int, stale_days: int, limit: int
+) -> list[TaxonRow]:
+    """Cached taxa identifications point at most (top N) or lately (last D days), not fetched
+    for `stale_days`, stalest first."""
+    with conn.cursor() as cur:
+        cur.execute(
+            f"""
+            WITH top AS (
+                SELECT accepted_taxon_key AS key FROM ingester.identifications
+                WHERE accepted_taxon_key IS NOT NULL
+                GROUP BY accepted_taxon_key ORDER BY count(*) DESC, accepted_taxon_key
+                LIMIT %(top_n)s
+            ), recent AS (
+                SELECT DISTINCT accepted_taxon_key AS key FROM ingester.identifications
+                WHERE accepted_taxon_key IS NOT NULL
+                  AND date_identified > now() - make_interval(days => %(recent_days)s)
+            )
+            SELECT {_TAXA_COLUMN_SQL} FROM ingester.taxa
+            WHERE taxon_key IN (SELECT key FROM top UNION SELECT key FROM recent)
+              AND fetched_at < now() - make_interval(days => %(stale_days)s)
+              AND status <> 'NOT_FOUND'
+            ORDER BY fetched_at, taxon_key
+            LIMIT %(limit)s
+            """,
+            {"top_n": top_n, "recent_days": recent_days, "stale_days": stale_days, "limit": limit},
+        )
+        return [TaxonRow(*row) for row in cur.fetchall()]
+
+
+def touch_taxa(conn: Connection, keys: Iterable[int]) -> None:
+    """Mark cached taxa as checked now (GBIF still says the same)."""
+    wanted = sorted(set(keys))
+    if wanted:
+        with conn.cursor() as cur:
+            cur.execute(
+                "UPDATE ingester.taxa SET fetched_at = now() WHERE taxon_key = ANY(%s)", (wanted,)
+            )
+
+
+def mark_taxon_gone(conn: Connection, key: int) -> None:
+    """GBIF no longer knows this key: keep the row for history, but never trust it again."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "UPDATE ingester.taxa SET status = 'NOT_FOUND', accepted_taxon_key = NULL, "
+            "fetched_at = now() WHERE taxon_key = %s",
+            (key,),
+        )
+
+
+def restamp_identifications(conn: Connection, old_key: int, new_key: int | None) -> int:
+    """Move stamps from `old_key` to `new_key`; with None, unstamp so names resolve again."""
+    with conn.cursor() as cur:
+        cur.execute(
+            """
+            WITH moved AS (
+                UPDATE ingester.identifications SET accepted_taxon_key = %(new)s, indexed_at = now()
+                WHERE accepted_taxon_key = %(old)s
+                RETURNING uri
+            ), stamps AS (
+                UPDATE pipelines.identification_stamps s
+                SET accepted_taxon_key = %(new)s, stamped_at = now()
+                FROM moved m WHERE s.uri = m.uri AND %(new)s::bigint IS NOT NULL
+            ), forgotten AS (
+                DELETE FROM pipelines.identification_stamps s
+                USING moved m WHERE s.uri = m.uri AND %(new)s::bigint IS NULL
+            )
+            SELECT count(*) FROM moved
+            """,
+            {"old": old_key, "new": new_key},
+        )
+        return cur.fetchone()[0]
+
+
+# -- invariants (asset checks) -----------------------------------------------------------------
+
+
+def count_violations(conn: Connection, invariant: str) -> int:
+    """Rows breaking one of the invariants the jobs maintain (see `INVARIANTS`)."""
+    with conn.cursor() as cur:
+        cur.execute(f"SELECT count(*) FROM ({INVARIANTS[invariant]}) v")
+        return cur.fetchone()[0]
+
+
+INVARIANTS = {
+    "self_parent_taxa": "SELECT 1 FROM ingester.taxa WHERE parent_key = taxon_key",
+    "stamps_without_taxon": """
+        SELECT 1 FROM pipelines.identification_stamps s
+        LEFT JOIN ingester.taxa t ON t.taxon_key = s.accepted_taxon_key
+        WHERE t.taxon_key IS NULL""",
+    "stamps_on_unusable_taxa": """
+        SELECT 1 FROM pipelines.identification_stamps s
+        JOIN ingester.taxa t ON t.taxon_key = s.accepted_taxon_key
+        WHERE t.status IN ('NOT_FOUND', 'SYNONYM')""",
+    "images_without_licence_or_thumbnail": """
+        SELECT 1 FROM pipelines.taxon_images
+        WHERE status = 'found' AND (thumb_small_url IS NULL OR license_short_name IS NULL)""",
+    "conservation_status_stale": """
+        SELECT 1 FROM pipelines.taxon_conservation WHERE fetched_at < now() - interval '60 days'""",
+}

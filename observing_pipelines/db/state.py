@@ -9,11 +9,13 @@ query to find work that did not go through.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Literal
+from dataclasses import astuple, dataclass, fields
+from datetime import datetime, timedelta
+from typing import Any, Literal
 
+from psycopg2 import sql
 from psycopg2.extensions import connection as Connection
+from psycopg2.extras import Json, execute_values
 
 SubjectKind = Literal["name", "taxon_id"]
 Outcome = Literal["resolved", "not_found", "rejected", "invalid", "error"]
@@ -104,3 +106,180 @@ def record_attempts(conn: Connection, kind: SubjectKind, records: Sequence[Attem
             """,
             (kind, *[list(c) for c in columns]),
         )
+
+
+# -- enrichment jobs: per-item failures ----------------------------------------------------------
+
+
+def record_failures(
+    conn: Connection,
+    job: str,
+    failures: Sequence[tuple[int, str]],
+    first: timedelta,
+    cap: timedelta,
+) -> None:
+    """Remember failed items; the next try backs off from `first`, doubling, up to `cap`."""
+    unique = dict(failures)
+    if not unique:
+        return
+    keys = sorted(unique)
+    with conn.cursor() as cur:
+        cur.execute(
+            """
+            INSERT INTO pipelines.job_item_failures AS f
+                (job, item_key, last_error, next_attempt_at)
+            SELECT %(job)s, u.key, u.error, now() + %(first)s
+            FROM unnest(%(keys)s::bigint[], %(errors)s::text[]) AS u(key, error)
+            ON CONFLICT (job, item_key) DO UPDATE SET
+                attempts = f.attempts + 1, last_error = EXCLUDED.last_error,
+                last_failed_at = now(),
+                next_attempt_at = now()
+                    + LEAST(%(first)s * power(2, least(f.attempts, 20)), %(cap)s)
+            """,
+            {
+                "job": job,
+                "keys": keys,
+                "errors": [unique[k] for k in keys],
+                "first": first,
+                "cap": cap,
+            },
+        )
+
+
+def clear_failures(conn: Connection, job: str, keys: Iterable[int]) -> None:
+    wanted = sorted(set(keys))
+    if wanted:
+        with conn.cursor() as cur:
+            cur.execute(
+                "DELETE FROM pipelines.job_item_failures WHERE job = %s AND item_key = ANY(%s)",
+                (job, wanted),
+            )
+
+
+# -- enrichment jobs: results --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TaxonImageRow:
+    """One row of `pipelines.taxon_images` (without its timestamps)."""
+
+    taxon_key: int
+    status: Literal["found", "no_item", "no_image", "file_missing"]
+    wikidata_item: str | None = None
+    file_name: str | None = None
+    thumb_small_url: str | None = None
+    thumb_small_width: int | None = None
+    thumb_large_url: str | None = None
+    thumb_large_width: int | None = None
+    original_url: str | None = None
+    file_page_url: str | None = None
+    license_short_name: str | None = None
+    license_url: str | None = None
+    artist: str | None = None
+    attribution_required: bool | None = None
+
+
+@dataclass(frozen=True)
+class ConservationRow:
+    """One row of `pipelines.taxon_conservation` (without its timestamps)."""
+
+    taxon_key: int
+    scientific_name: str
+    status: Literal["assessed", "not_assessed", "regional_only", "not_found"]
+    source: Literal["iucn", "gbif"]
+    category: str | None = None
+    assessment_id: int | None = None
+    assessment_year: int | None = None
+    iucn_taxon_id: int | None = None
+    common_name_en: str | None = None
+
+
+ResultRow = TaxonImageRow | ConservationRow
+_RESULT_TABLES: dict[type, str] = {
+    TaxonImageRow: "taxon_images",
+    ConservationRow: "taxon_conservation",
+}
+
+
+def load_results(
+    conn: Connection, row_type: type[ResultRow], keys: Iterable[int]
+) -> dict[int, Any]:
+    """Current rows of a result table, by taxon key (for telling changed from unchanged)."""
+    wanted = sorted(set(keys))
+    if not wanted:
+        return {}
+    names = [f.name for f in fields(row_type)]
+    query = sql.SQL("SELECT {} FROM pipelines.{} WHERE taxon_key = ANY(%s)").format(
+        sql.SQL(", ").join(map(sql.Identifier, names)), sql.Identifier(_RESULT_TABLES[row_type])
+    )
+    with conn.cursor() as cur:
+        cur.execute(query, (wanted,))
+        return {row[0]: row_type(*row) for row in cur.fetchall()}
+
+
+def save_results(conn: Connection, rows: Sequence[tuple[ResultRow, timedelta]]) -> None:
+    """Upsert result rows, each with the delay until it is checked again; `fetched_at` = now."""
+    if not rows:
+        return
+    row_type = type(rows[0][0])
+    names = [f.name for f in fields(row_type)]
+    ordered = sorted(rows, key=lambda pair: pair[0].taxon_key)
+    query = sql.SQL(
+        "INSERT INTO pipelines.{table} ({columns}, fetched_at, next_check_at) VALUES %s "
+        "ON CONFLICT (taxon_key) DO UPDATE SET {updates}, fetched_at = now(), "
+        "next_check_at = EXCLUDED.next_check_at"
+    ).format(
+        table=sql.Identifier(_RESULT_TABLES[row_type]),
+        columns=sql.SQL(", ").join(map(sql.Identifier, names)),
+        updates=sql.SQL(", ").join(
+            sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(n)) for n in names[1:]
+        ),
+    )
+    with conn.cursor() as cur:
+        execute_values(
+            cur,
+            query.as_string(cur),
+            [(*astuple(row), delay) for row, delay in ordered],
+            template=f"({', '.join(['%s'] * len(names))}, now(), now() + %s)",
+        )
+
+
+def record_change(
+    conn: Connection,
+    taxon_key: int,
+    reasons: Sequence[str],
+    old: dict[str, Any],
+    new: dict[str, Any] | None,
+    restamped: int,
+) -> None:
+    with conn.cursor() as cur:
+        cur.execute(
+            """
+            INSERT INTO pipelines.taxon_changes
+                (taxon_key, reasons, old_values, new_values, identifications_restamped)
+            VALUES (%s, %s, %s, %s, %s)
+            """,
+            (
+                taxon_key,
+                list(reasons),
+                Json(old),
+                Json(new) if new is not None else None,
+                restamped,
+            ),
+        )
+
+
+def repoint_resolutions(conn: Connection, old_key: int, new_key: int | None) -> None:
+    """Remembered answers that led to `old_key` now lead to `new_key`, or are forgotten."""
+    with conn.cursor() as cur:
+        if new_key is None:
+            cur.execute(
+                "DELETE FROM pipelines.resolution_attempts WHERE accepted_taxon_key = %s",
+                (old_key,),
+            )
+        else:
+            cur.execute(
+                "UPDATE pipelines.resolution_attempts SET accepted_taxon_key = %s "
+                "WHERE accepted_taxon_key = %s",
+                (new_key, old_key),
+            )

@@ -1,4 +1,4 @@
-"""resolve_taxa in Dagster: the asset, its job, its schedule and its retry policy.
+"""resolve_taxa in Dagster: the asset, its job, its schedule, its retry policy and checks.
 
 Wiring only; the pass itself is `taxa.resolve.TaxaResolver`, which the `resolve-taxa` command
 runs too. The asset stands for "identifications stamped with accepted GBIF keys, and the
@@ -7,14 +7,14 @@ runs too. The asset stands for "identifications stamped with accepted GBIF keys,
 
 import dagster as dg
 
+from observing_pipelines.jobs.common import (
+    invariant_check,
+    materialize_result,
+    retry_policy,
+    schedule,
+)
 from observing_pipelines.resources import AppDatabaseResource, GbifResource, WikidataResource
 from observing_pipelines.taxa.resolve import ResolveOptions, TaxaResolver
-
-# A failed step is retried after about 30 s, 60 s, 120 s (±jitter): long enough for a GBIF or
-# database blip to pass, short enough to finish well before the next 5-minute tick.
-RESOLVE_RETRY_POLICY = dg.RetryPolicy(
-    max_retries=3, delay=30, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
-)
 
 
 class ResolveTaxaConfig(dg.Config):
@@ -30,7 +30,7 @@ class ResolveTaxaConfig(dg.Config):
     key=["ingester", "identification_taxa"],
     group_name="taxonomy",
     kinds={"postgres"},
-    retry_policy=RESOLVE_RETRY_POLICY,
+    retry_policy=retry_policy(30),  # ~30 s, 60 s, 120 s: done well before the next 5-min tick
     description=(
         "Identifications stamped with accepted GBIF backbone keys, their taxa and ancestry "
         "cached in ingester.taxa, and ingester.community_ids refreshed."
@@ -51,15 +51,18 @@ def identification_taxa(
     )
     with app_db.connect() as conn:
         report = TaxaResolver(conn, gbif.get_client(), wikidata.get_client(), options).run()
-    metadata: dict[str, dg.RawMetadataValue] = dict(report.metadata())
-    metadata |= {"dry_run": config.dry_run}
-    if report.failures:
-        metadata["failures_sample"] = dg.MetadataValue.md(
-            "\n".join(f"- {failure}" for failure in report.failures)
-        )
     context.log.info(f"resolve_taxa pass: {report.metadata()}")
-    return dg.MaterializeResult(metadata=metadata)
+    return materialize_result(report.metadata(), report.failures, dry_run=config.dry_run)
 
+
+resolve_taxa_checks = [
+    invariant_check(identification_taxa, "self_parent_taxa", "No cached taxon is its own parent."),
+    invariant_check(
+        identification_taxa,
+        "stamps_without_taxon",
+        "Every key we stamped on an identification has its row in ingester.taxa.",
+    ),
+]
 
 resolve_taxa_job = dg.define_asset_job(
     "resolve_taxa",
@@ -69,11 +72,10 @@ resolve_taxa_job = dg.define_asset_job(
 
 
 def resolve_taxa_schedule(cron: str, timezone: str) -> dg.ScheduleDefinition:
-    return dg.ScheduleDefinition(
-        name="resolve_taxa_every_5_minutes",
-        job=resolve_taxa_job,
-        cron_schedule=cron,
-        execution_timezone=timezone,
-        default_status=dg.DefaultScheduleStatus.RUNNING,
-        description="Today's cadence (Cloud Scheduler fired the binary every 5 minutes).",
+    return schedule(
+        "resolve_taxa_every_5_minutes",
+        resolve_taxa_job,
+        cron,
+        timezone,
+        "Today's cadence (Cloud Scheduler fired the binary every 5 minutes).",
     )

@@ -142,3 +142,15 @@ def parse_taxon_uri(uri: str) -> TaxonRef | None:
 def _gbif(digits: str) -> TaxonRef | None:
     key = int(digits)
     return TaxonRef("gbif", str(key)) if 0 < key < 2**63 else None
+
+
+def binomial_parts(canonical: str) -> tuple[str, str, str | None] | None:
+    """(genus, species epithet, infraspecific epithet) of a canonical name, as IUCN asks.
+
+    "Gorilla gorilla diehli" and "Rosa canina var. dumalis" both give an infra name; a genus
+    alone gives None.
+    """
+    tokens = [t for t in tidy_name(canonical).split() if t.casefold() not in _INFRASPECIFIC_MARKERS]
+    if len(tokens) < 2:
+        return None
+    return tokens[0], tokens[1], tokens[2] if len(tokens) > 2 else None

@@ -1,0 +1,65 @@
+"""Wiring every job module shares: retry policy, schedules, run metadata, invariant checks."""
+
+from typing import Any
+
+import dagster as dg
+from dagster._core.definitions.unresolved_asset_job_definition import (
+    UnresolvedAssetJobDefinition,  # what define_asset_job returns; not re-exported by dagster
+)
+
+from observing_pipelines.db import app_tables
+from observing_pipelines.resources import AppDatabaseResource
+
+
+def retry_policy(delay_seconds: int) -> dg.RetryPolicy:
+    """Three more tries, `delay`, 2x, 4x (±jitter): rides out an API or database blip without
+    stampeding; per-item failures are recorded by the passes and never fail the step."""
+    return dg.RetryPolicy(
+        max_retries=3,
+        delay=delay_seconds,
+        backoff=dg.Backoff.EXPONENTIAL,
+        jitter=dg.Jitter.PLUS_MINUS,
+    )
+
+
+def schedule(
+    name: str, job: UnresolvedAssetJobDefinition, cron: str, timezone: str, description: str
+) -> dg.ScheduleDefinition:
+    """A schedule that is on by default: the daemon replaces Cloud Scheduler."""
+    return dg.ScheduleDefinition(
+        name=name,
+        job=job,
+        cron_schedule=cron,
+        execution_timezone=timezone,
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description=description,
+    )
+
+
+def materialize_result(
+    metadata: dict[str, Any], failures: list[str], **extra: Any
+) -> dg.MaterializeResult:
+    """Run metadata as the asset page shows it, with a sample of per-item failures."""
+    values: dict[str, Any] = {**metadata, **extra}
+    if failures:
+        values["failures_sample"] = dg.MetadataValue.md("\n".join(f"- {f}" for f in failures))
+    return dg.MaterializeResult(metadata=values)
+
+
+def invariant_check(
+    asset: dg.AssetsDefinition,
+    invariant: str,
+    description: str,
+    severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR,
+) -> dg.AssetChecksDefinition:
+    """An asset check passing when no row breaks `app_tables.INVARIANTS[invariant]`."""
+
+    @dg.asset_check(asset=asset, name=invariant, description=description)
+    def check(app_db: AppDatabaseResource) -> dg.AssetCheckResult:
+        with app_db.connect() as conn:
+            violations = app_tables.count_violations(conn, invariant)
+        return dg.AssetCheckResult(
+            passed=violations == 0, severity=severity, metadata={"violations": violations}
+        )
+
+    return check

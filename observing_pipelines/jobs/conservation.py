@@ -1,0 +1,56 @@
+"""IUCN Red List categories, weekly: from IUCN v4 with a token, from GBIF without one."""
+
+import dagster as dg
+
+from observing_pipelines.jobs.common import (
+    invariant_check,
+    materialize_result,
+    retry_policy,
+    schedule,
+)
+from observing_pipelines.jobs.resolve_taxa import identification_taxa
+from observing_pipelines.resources import AppDatabaseResource, GbifResource, IucnResource
+from observing_pipelines.taxa.conservation import ConservationOptions, sync_conservation
+
+
+class ConservationConfig(dg.Config):
+    limit: int = 2000
+    """Species-or-below taxa per run (new first, then the stalest)."""
+
+
+@dg.asset(
+    key=["pipelines", "taxon_conservation"],
+    deps=[identification_taxa],
+    group_name="enrichment",
+    kinds={"postgres"},
+    retry_policy=retry_policy(300),
+    description="IUCN Red List category of each accepted species-or-below taxon, with source.",
+)
+def taxon_conservation(
+    config: ConservationConfig, app_db: AppDatabaseResource, gbif: GbifResource, iucn: IucnResource
+) -> dg.MaterializeResult:
+    iucn_client = iucn.get_client()
+    options = ConservationOptions(limit=config.limit, max_concurrency=iucn.max_concurrency)
+    with app_db.connect() as conn:
+        report = sync_conservation(conn, gbif.get_client(), iucn_client, options)
+    return materialize_result(
+        report.metadata(), report.failures, source="iucn" if iucn_client else "gbif"
+    )
+
+
+conservation_checks = [
+    invariant_check(
+        taxon_conservation,
+        "conservation_status_stale",
+        "No conservation status is older than 60 days (the weekly sync keeps up).",
+        dg.AssetCheckSeverity.WARN,
+    )
+]
+
+conservation_job = dg.define_asset_job("conservation_status", selection=[taxon_conservation])
+
+
+def conservation_schedule(cron: str, timezone: str) -> dg.ScheduleDefinition:
+    return schedule(
+        "conservation_status_weekly", conservation_job, cron, timezone, "Sync IUCN categories."
+    )
