@@ -21,6 +21,10 @@ def test_schemas_and_tables(conn):
         "alembic_version",
         "resolution_attempts",
         "identification_stamps",
+        "taxon_images",
+        "taxon_conservation",
+        "taxon_changes",
+        "job_item_failures",
     }
     assert {"runs", "event_logs", "jobs", "job_ticks", "alembic_version", "kvs"} <= tables(
         conn, "dagster"
@@ -70,7 +74,7 @@ def test_migrations_are_idempotent(db_url, conn):
     migrate.upgrade_all(db_url, app_mirror=True)
     with conn, conn.cursor() as cur:
         cur.execute("SELECT version_num FROM pipelines.alembic_version ORDER BY 1")
-        assert [v for (v,) in cur.fetchall()] == ["m0001", "p0001"]
+        assert [v for (v,) in cur.fetchall()] == ["m0001", "p0002"]
 
 
 def test_production_never_gets_the_mirror(server_url, db_url):
