@@ -19,11 +19,12 @@ import psycopg2
 import pytest
 from pytest_httpserver import HTTPServer
 
+from observing_pipelines.clients.commons import CommonsClient
 from observing_pipelines.clients.gbif import GbifClient
 from observing_pipelines.clients.http import HttpPolicy, PoliteHttpClient
 from observing_pipelines.clients.wikidata import WikidataClient
 from observing_pipelines.db import migrate
-from observing_pipelines_tests.fakes import FakeGbif, FakeWikidata
+from observing_pipelines_tests.fakes import FakeCommons, FakeGbif, FakeWikidata
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 TEST_POLICY = HttpPolicy(
@@ -140,3 +141,27 @@ def shared_fixtures() -> Path:
     if not path.is_dir():
         pytest.skip(f"shared API recordings not found at {path}")
     return path
+
+
+@pytest.fixture
+def commons_server() -> Iterator[HTTPServer]:
+    with HTTPServer(host="127.0.0.1", threaded=True) as server:
+        yield server
+
+
+@pytest.fixture
+def iucn_server() -> Iterator[HTTPServer]:
+    with HTTPServer(host="127.0.0.1", threaded=True) as server:
+        yield server
+
+
+@pytest.fixture
+def fake_commons(commons_server: HTTPServer) -> FakeCommons:
+    return FakeCommons(commons_server)
+
+
+@pytest.fixture
+def commons_client(commons_server: HTTPServer) -> Iterator[CommonsClient]:
+    http = PoliteHttpClient("commons", commons_server.url_for("/w/api.php"), TEST_POLICY)
+    yield CommonsClient(http)
+    http.close()

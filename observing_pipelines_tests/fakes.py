@@ -9,6 +9,7 @@ tests only and are never copied here.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import threading
@@ -16,6 +17,7 @@ import time
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
@@ -117,9 +119,18 @@ class FakeGbif:
     scripted: dict[str, deque] = field(default_factory=lambda: defaultdict(deque))
     requests: list[dict[str, str]] = field(default_factory=list)
 
+    red_list: dict[int, dict[str, Any]] = field(default_factory=dict)
+
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
         self.server.expect_request("/v2/species/match").respond_with_handler(self._handle)
+        self.server.expect_request(
+            re.compile(r"/v1/species/[0-9]+/iucnRedListCategory")
+        ).respond_with_handler(self._red_list)
+
+    def _red_list(self, request: Request) -> Response:
+        self.requests.append({"path": request.path})
+        return json_response(self.red_list.get(int(request.path.split("/")[3]), {}))
 
     def add_name(self, name: str, body: dict[str, Any], kingdom: str | None = None) -> None:
         self.by_name[(name.casefold(), kingdom.casefold() if kingdom else None)] = body
@@ -179,11 +190,13 @@ def html_error(status: int = 503) -> Response:
 
 @dataclass
 class FakeWikidata:
-    """WDQS: answers the batched P3151 -> P846 and QID -> P846 queries from two maps."""
+    """WDQS: answers the batched cross-walk and image queries from three maps."""
 
     server: HTTPServer
     inaturalist: dict[str, int] = field(default_factory=dict)
     items: dict[str, int] = field(default_factory=dict)
+    images: dict[int, tuple[str, list[tuple[str, str]]]] = field(default_factory=dict)
+    """GBIF key -> (QID, [(file name, rank: preferred|normal|deprecated)])."""
     queries: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -192,27 +205,189 @@ class FakeWikidata:
     def _handle(self, request: Request) -> Response:
         query = request.form.get("query", "")
         self.queries.append(query)
-        rows = []
+        if "p:P18" in query:
+            return self._results(["gbif", "item", "image", "rank"], self._image_rows(query))
         if "wdt:P3151" in query:
-            for inat in re.findall(r'"([0-9]+)"', query):
-                if inat in self.inaturalist:
-                    rows.append(
-                        {
-                            "inat": {"type": "literal", "value": inat},
-                            "gbif": {"type": "literal", "value": str(self.inaturalist[inat])},
-                        }
-                    )
-        else:
-            for qid in re.findall(r"wd:(Q[0-9]+)", query):
-                if qid in self.items:
-                    rows.append(
-                        {
-                            "item": {
-                                "type": "uri",
-                                "value": f"http://www.wikidata.org/entity/{qid}",
-                            },
-                            "gbif": {"type": "literal", "value": str(self.items[qid])},
-                        }
-                    )
-        variables = ["inat", "gbif"] if "wdt:P3151" in query else ["item", "gbif"]
+            rows = [
+                {"inat": _literal(i), "gbif": _literal(str(self.inaturalist[i]))}
+                for i in re.findall(r'"([0-9]+)"', query)
+                if i in self.inaturalist
+            ]
+            return self._results(["inat", "gbif"], rows)
+        rows = [
+            {"item": _entity(q), "gbif": _literal(str(self.items[q]))}
+            for q in re.findall(r"wd:(Q[0-9]+)", query)
+            if q in self.items
+        ]
+        return self._results(["item", "gbif"], rows)
+
+    def _image_rows(self, query: str) -> list[dict[str, Any]]:
+        rows = []
+        for key in re.findall(r'"([0-9]+)"', query):
+            if int(key) not in self.images:
+                continue
+            qid, files = self.images[int(key)]
+            base = {"gbif": _literal(key), "item": _entity(qid)}
+            kept = [(f, r) for f, r in files if r != "deprecated"]
+            rows.extend(
+                base
+                | {
+                    "image": {
+                        "type": "uri",
+                        "value": COMMONS_FILE_PATH + quote(f.replace(" ", "_")),
+                    },
+                    "rank": {"type": "uri", "value": f"http://wikiba.se/ontology#{r.title()}Rank"},
+                }
+                for f, r in kept
+            )
+            if not kept:
+                rows.append(base)
+        return rows
+
+    @staticmethod
+    def _results(variables: list[str], rows: list[dict[str, Any]]) -> Response:
         return json_response({"head": {"vars": variables}, "results": {"bindings": rows}})
+
+
+COMMONS_FILE_PATH = "http://commons.wikimedia.org/wiki/Special:FilePath/"
+
+
+def _literal(value: str) -> dict[str, str]:
+    return {"type": "literal", "value": value}
+
+
+def _entity(qid: str) -> dict[str, str]:
+    return {"type": "uri", "value": f"http://www.wikidata.org/entity/{qid}"}
+
+
+@dataclass
+class CommonsFile:
+    license: str = "CC BY-SA 4.0"
+    license_url: str | None = "https://creativecommons.org/licenses/by-sa/4.0"
+    artist_html: str = (
+        '<a href="//commons.wikimedia.org/wiki/User:Someone">Some One</a> &amp; friends'
+    )
+    attribution_required: str = "true"
+    width: int = 4000
+
+
+@dataclass
+class FakeCommons:
+    """The Commons Action API's `prop=imageinfo` (formatversion=2), thumbnails built by the
+    documented upload.wikimedia.org rule."""
+
+    server: HTTPServer
+    files: dict[str, CommonsFile] = field(default_factory=dict)
+    requests: list[dict[str, str]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.server.expect_request("/w/api.php").respond_with_handler(self._handle)
+
+    def _handle(self, request: Request) -> Response:
+        args = dict(request.args)
+        self.requests.append(args)
+        width = int(args["iiurlwidth"])
+        pages = []
+        for title in args["titles"].split("|"):
+            name = title.removeprefix("File:")
+            file = self.files.get(name)
+            if file is None:
+                pages.append({"ns": 6, "title": title, "missing": True})
+                continue
+            slug = name.replace(" ", "_")
+            digest = hashlib.md5(slug.encode()).hexdigest()
+            info: dict[str, Any] = {
+                "url": f"https://upload.wikimedia.org/wikipedia/commons/{digest[0]}/{digest[:2]}/{slug}",
+                "thumburl": f"https://upload.wikimedia.org/wikipedia/commons/thumb/{digest[0]}/{digest[:2]}/{slug}/{width}px-{slug}",
+                "thumbwidth": width,
+                "thumbheight": width * 3 // 4,
+                "descriptionurl": f"https://commons.wikimedia.org/wiki/File:{slug}",
+            }
+            if "extmetadata" in args.get("iiprop", ""):
+                meta = {
+                    "LicenseShortName": file.license,
+                    "Artist": file.artist_html,
+                    "AttributionRequired": file.attribution_required,
+                }
+                if file.license_url:
+                    meta["LicenseUrl"] = file.license_url
+                info["extmetadata"] = {
+                    k: {"value": v, "source": "commons-desc-page"} for k, v in meta.items()
+                }
+            pages.append(
+                {
+                    "pageid": abs(hash(name)) % 10**8,
+                    "ns": 6,
+                    "title": title,
+                    "imagerepository": "local",
+                    "imageinfo": [info],
+                }
+            )
+        return json_response({"batchcomplete": True, "query": {"pages": pages}})
+
+
+@dataclass
+class FakeIucn:
+    """IUCN Red List v4: taxa by genus/species and assessments by id, behind a token."""
+
+    server: HTTPServer
+    token: str
+    taxa: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    assessments: dict[int, dict[str, Any]] = field(default_factory=dict)
+    authorizations: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.server.expect_request(re.compile(r"/api/v4/.*")).respond_with_handler(self._handle)
+
+    def _handle(self, request: Request) -> Response:
+        self.authorizations.append(request.headers.get("Authorization", ""))
+        if request.headers.get("Authorization") != self.token:
+            return json_response({"error": "Unauthorized"}, 401)
+        if request.path == "/api/v4/taxa/scientific_name":
+            body = self.taxa.get((request.args["genus_name"], request.args["species_name"]))
+        else:
+            body = self.assessments.get(int(request.path.rsplit("/", 1)[-1]))
+        return json_response(body) if body else json_response({"error": "Not found"}, 404)
+
+
+def iucn_taxon(
+    sis_id: int,
+    name: str,
+    assessments: list[tuple[int, str, bool, str]],
+    common_language: Any = "eng",
+) -> dict[str, Any]:
+    """A `taxa/scientific_name` answer; assessments are (id, year, latest, scope code)."""
+    genus, species = name.split()[:2]
+    return {
+        "taxon": {
+            "sis_id": sis_id,
+            "scientific_name": name,
+            "genus_name": genus,
+            "species_name": species,
+            "common_names": [
+                {"main": True, "name": f"Common {species}", "language": common_language}
+            ],
+        },
+        "assessments": [
+            {
+                "assessment_id": aid,
+                "year_published": year,
+                "latest": latest,
+                "sis_taxon_id": sis_id,
+                "scopes": [
+                    {"code": scope, "description": {"en": "Global" if scope == "1" else "Europe"}}
+                ],
+            }
+            for aid, year, latest, scope in assessments
+        ],
+    }
+
+
+def iucn_assessment(assessment_id: int, category: str, year: str) -> dict[str, Any]:
+    return {
+        "assessment_id": assessment_id,
+        "year_published": year,
+        "latest": True,
+        "red_list_category": {"code": category, "version": "3.1", "description": {"en": category}},
+        "scopes": [{"code": "1", "description": {"en": "Global"}}],
+    }
