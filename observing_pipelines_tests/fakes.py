@@ -328,7 +328,8 @@ class FakeCommons:
 
 @dataclass
 class FakeIucn:
-    """IUCN Red List v4: taxa by genus/species and assessments by id, behind a token."""
+    """IUCN Red List v4: species by genus/species (no infraspecific taxa) and assessments by id,
+    behind a token."""
 
     server: HTTPServer
     token: str
@@ -344,7 +345,10 @@ class FakeIucn:
         if request.headers.get("Authorization") != self.token:
             return json_response({"error": "Unauthorized"}, 401)
         if request.path == "/api/v4/taxa/scientific_name":
-            body = self.taxa.get((request.args["genus_name"], request.args["species_name"]))
+            if request.args.get("infra_name"):
+                body = None
+            else:
+                body = self.taxa.get((request.args["genus_name"], request.args["species_name"]))
         else:
             body = self.assessments.get(int(request.path.rsplit("/", 1)[-1]))
         return json_response(body) if body else json_response({"error": "Not found"}, 404)
