@@ -27,6 +27,81 @@ def test_definitions_load_with_schedule_and_resources():
     assert set(repository.get_top_level_resources()) >= {"app_db", "gbif", "wikidata"}
 
 
+def test_every_job_has_its_schedule():
+    repository = defs.get_repository_def()
+    crons = {s.job_name: s.cron_schedule for s in repository.schedule_defs}
+    assert crons == {
+        "resolve_taxa": "*/5 * * * *",
+        "thumbnails": "30 3 * * *",
+        "conservation_status": "0 4 * * 1",
+        "backbone_freshness": "0 2 * * *",
+    }
+    assert all(
+        s.default_status == dg.DefaultScheduleStatus.RUNNING for s in repository.schedule_defs
+    )
+
+
+def test_enrichment_assets_and_their_checks_run_green(
+    conn,
+    db_url,
+    fake_gbif,
+    fake_wikidata,
+    fake_commons,
+    gbif_server,
+    wikidata_server,
+    commons_server,
+):
+    from observing_pipelines.definitions import defs as location
+    from observing_pipelines.resources import CommonsResource, IucnResource
+
+    fake_gbif.add_name(
+        "Helianthus annuus",
+        fakes.match_body("EXACT", fakes.HELIANTHUS_ANNUUS, fakes.HELIANTHUS_LINEAGE),
+    )
+    fake_gbif.add_key(
+        9206251, fakes.match_body("EXACT", fakes.HELIANTHUS_ANNUUS, fakes.HELIANTHUS_LINEAGE)
+    )
+    fake_gbif.red_list[9206251] = {"category": "LEAST_CONCERN", "code": "LC"}
+    fake_wikidata.images[9206251] = ("Q171497", [("Sunflower.jpg", "normal")])
+    fake_commons.files["Sunflower.jpg"] = fakes.CommonsFile()
+    identify(conn, ("Helianthus annuus", "Plantae"))
+    http = {"min_interval_ms": 0}
+    result = dg.materialize(
+        [*location.assets, *location.asset_checks],  # type: ignore[list-item]
+        resources={
+            "app_db": AppDatabaseResource(url=db_url),
+            "gbif": GbifResource(base_url=gbif_server.url_for(""), **http),
+            "wikidata": WikidataResource(base_url=wikidata_server.url_for("/sparql"), **http),
+            "commons": CommonsResource(base_url=commons_server.url_for("/w/api.php"), **http),
+            "iucn": IucnResource(),
+        },
+        selection=[
+            "ingester/identification_taxa",
+            "pipelines/taxon_images",
+            "pipelines/taxon_conservation",
+            "pipelines/backbone_changes",
+        ],
+    )
+    assert result.success
+    checks = {e.asset_check_key.name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks == {
+        "self_parent_taxa": True,
+        "stamps_without_taxon": True,
+        "images_without_licence_or_thumbnail": True,
+        "conservation_status_stale": True,
+        "stamps_on_unusable_taxa": True,
+    }
+    metadata = {
+        event.asset_key.to_user_string(): {
+            k: v.value for k, v in event.materialization.metadata.items()
+        }
+        for event in result.get_asset_materialization_events()
+    }
+    assert metadata["pipelines/taxon_images"]["with_image"] >= 1
+    assert metadata["pipelines/taxon_conservation"]["source"] == "gbif"
+    assert metadata["pipelines/backbone_changes"]["taxa_seen"] == 0  # just fetched: not stale
+
+
 def test_schedule_cadence_and_timezone_are_configurable():
     schedule = resolve_taxa_schedule("0 * * * *", "Europe/Berlin")
     assert (schedule.cron_schedule, schedule.execution_timezone) == ("0 * * * *", "Europe/Berlin")
