@@ -173,3 +173,30 @@ def test_gbif_red_list_recordings_parse(shared_fixtures):
         parsed = parse_red_list_category(json.loads((shared_fixtures / "gbif" / name).read_text()))
         assert parsed.code == "NE"
     assert parse_red_list_category({}).code is None
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "error"),
+    [
+        (200, {"taxon": "not an object"}, "no taxon object"),
+        (200, ["a", "list"], "no taxon object"),
+        (429, {"error": "Too many requests"}, "HTTP 429"),
+        (502, "<html><title>Bad gateway</title></html>", "HTML page"),
+    ],
+)
+def test_malformed_and_refused_iucn_answers_are_recorded(
+    conn, iucn_server, gbif_client, status, body, error
+):
+    cache_taxa(conn, (201, "Gorilla gorilla"))
+    if isinstance(body, str):
+        iucn_server.expect_request("/api/v4/taxa/scientific_name").respond_with_data(
+            body, status=status, content_type="text/html"
+        )
+    else:
+        iucn_server.expect_request("/api/v4/taxa/scientific_name").respond_with_json(
+            body, status=status, headers={"Retry-After": "0"}
+        )
+    http = PoliteHttpClient("iucn", iucn_server.url_for("/api/v4"), TEST_POLICY)
+    report = sync_conservation(conn, gbif_client, IucnClient(http, TOKEN), ConservationOptions())
+    assert report.failed == 1 and error in failures(conn, "conservation_status")[201][1]
+    assert statuses(conn) == {}
