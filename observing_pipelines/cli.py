@@ -73,11 +73,18 @@ def main(argv: list[str] | None = None) -> int:
     return args.handler(args, Settings.from_env())
 
 
-def _resolve_taxa(args: argparse.Namespace, settings: Settings) -> int:
+def _configured_url(settings: Settings) -> str | None:
+    """The database URL, or None after saying why there is none."""
     try:
-        url = database_url(settings.database)
+        return database_url(settings.database)
     except DatabaseNotConfiguredError as error:
         log.error("%s", error)
+        return None
+
+
+def _resolve_taxa(args: argparse.Namespace, settings: Settings) -> int:
+    url = _configured_url(settings)
+    if url is None:
         return EXIT_NO_DATABASE
     if args.rate_limit_ms is not None:
         settings = replace(settings, gbif_min_interval_ms=args.rate_limit_ms)
@@ -100,10 +107,8 @@ def _resolve_taxa(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _migrate(args: argparse.Namespace, settings: Settings) -> int:
-    try:
-        url = database_url(settings.database)
-    except DatabaseNotConfiguredError as error:
-        log.error("%s", error)
+    url = _configured_url(settings)
+    if url is None:
         return EXIT_NO_DATABASE
     migrate.upgrade_all(url, app_mirror=args.app_mirror)
     log.info("Migrations applied to %s", redact(url))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -96,16 +97,25 @@ def conn(db_url: str) -> Iterator[psycopg2.extensions.connection]:
         connection.close()
 
 
-@pytest.fixture
-def gbif_server() -> Iterator[HTTPServer]:
+def _loopback_server() -> Iterator[HTTPServer]:
+    """A real HTTP server on 127.0.0.1 (threaded: a slow answer must not block the others)."""
     with HTTPServer(host="127.0.0.1", threaded=True) as server:
         yield server
 
 
-@pytest.fixture
-def wikidata_server() -> Iterator[HTTPServer]:
-    with HTTPServer(host="127.0.0.1", threaded=True) as server:
-        yield server
+gbif_server = pytest.fixture(_loopback_server, name="gbif_server")
+wikidata_server = pytest.fixture(_loopback_server, name="wikidata_server")
+commons_server = pytest.fixture(_loopback_server, name="commons_server")
+iucn_server = pytest.fixture(_loopback_server, name="iucn_server")
+
+
+@contextmanager
+def polite(service: str, url: str) -> Iterator[PoliteHttpClient]:
+    http = PoliteHttpClient(service, url, TEST_POLICY)
+    try:
+        yield http
+    finally:
+        http.close()
 
 
 @pytest.fixture
@@ -120,16 +130,14 @@ def fake_wikidata(wikidata_server: HTTPServer) -> FakeWikidata:
 
 @pytest.fixture
 def gbif_client(gbif_server: HTTPServer) -> Iterator[GbifClient]:
-    http = PoliteHttpClient("gbif", gbif_server.url_for(""), TEST_POLICY)
-    yield GbifClient(http)
-    http.close()
+    with polite("gbif", gbif_server.url_for("")) as http:
+        yield GbifClient(http)
 
 
 @pytest.fixture
 def wikidata_client(wikidata_server: HTTPServer) -> Iterator[WikidataClient]:
-    http = PoliteHttpClient("wikidata", wikidata_server.url_for("/sparql"), TEST_POLICY)
-    yield WikidataClient(http)
-    http.close()
+    with polite("wikidata", wikidata_server.url_for("/sparql")) as http:
+        yield WikidataClient(http)
 
 
 @pytest.fixture(scope="session")
@@ -144,24 +152,11 @@ def shared_fixtures() -> Path:
 
 
 @pytest.fixture
-def commons_server() -> Iterator[HTTPServer]:
-    with HTTPServer(host="127.0.0.1", threaded=True) as server:
-        yield server
-
-
-@pytest.fixture
-def iucn_server() -> Iterator[HTTPServer]:
-    with HTTPServer(host="127.0.0.1", threaded=True) as server:
-        yield server
-
-
-@pytest.fixture
 def fake_commons(commons_server: HTTPServer) -> FakeCommons:
     return FakeCommons(commons_server)
 
 
 @pytest.fixture
 def commons_client(commons_server: HTTPServer) -> Iterator[CommonsClient]:
-    http = PoliteHttpClient("commons", commons_server.url_for("/w/api.php"), TEST_POLICY)
-    yield CommonsClient(http)
-    http.close()
+    with polite("commons", commons_server.url_for("/w/api.php")) as http:
+        yield CommonsClient(http)

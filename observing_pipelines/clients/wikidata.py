@@ -8,7 +8,7 @@ query text only after validation (`\\d+` and `Q\\d+`), so nothing a user typed i
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
@@ -108,43 +108,54 @@ class WikidataClient:
     def gbif_keys_for_inaturalist(self, taxon_ids: Sequence[str]) -> dict[str, int]:
         """iNaturalist taxon id (P3151) -> GBIF taxon id (P846), for the ids Wikidata knows."""
         valid = sorted({i for i in taxon_ids if _INATURALIST_ID.fullmatch(i)})
-        found: dict[str, int] = {}
-        for start in range(0, len(valid), BATCH_SIZE):
-            values = " ".join(f'"{i}"' for i in valid[start : start + BATCH_SIZE])
-            query = (
-                f"SELECT ?inat ?gbif WHERE {{ VALUES ?inat {{ {values} }} "
-                "?item wdt:P3151 ?inat . ?item wdt:P846 ?gbif . }"
-            )
-            found |= _smallest_gbif_key(self._select(query, ("inat", "gbif")), "inat")
-        return found
+        rows = self._select_in_batches(
+            valid,
+            lambda values: " ".join(f'"{i}"' for i in values),
+            "SELECT ?inat ?gbif WHERE {{ VALUES ?inat {{ {} }} "
+            "?item wdt:P3151 ?inat . ?item wdt:P846 ?gbif . }}",
+            ("inat", "gbif"),
+        )
+        return _smallest_gbif_key(rows, "inat")
 
     def gbif_keys_for_items(self, qids: Sequence[str]) -> dict[str, int]:
         """Wikidata item (QID) -> GBIF taxon id (P846), for the items that have one."""
         valid = sorted({q for q in qids if _QID.fullmatch(q)})
-        found: dict[str, int] = {}
-        for start in range(0, len(valid), BATCH_SIZE):
-            values = " ".join(f"wd:{q}" for q in valid[start : start + BATCH_SIZE])
-            query = (
-                f"SELECT ?item ?gbif WHERE {{ VALUES ?item {{ {values} }} ?item wdt:P846 ?gbif . }}"
-            )
-            found |= _smallest_gbif_key(self._select(query, ("item", "gbif")), "item")
-        return found
+        rows = self._select_in_batches(
+            valid,
+            lambda values: " ".join(f"wd:{q}" for q in values),
+            "SELECT ?item ?gbif WHERE {{ VALUES ?item {{ {} }} ?item wdt:P846 ?gbif . }}",
+            ("item", "gbif"),
+        )
+        return _smallest_gbif_key(rows, "item")
 
     def images_for_gbif_keys(self, keys: Sequence[int]) -> dict[int, TaxonImage]:
         """GBIF key (P846) -> item and P18 image, for the keys Wikidata has an item for."""
-        unique = sorted(set(keys))
-        found: dict[int, TaxonImage] = {}
-        for start in range(0, len(unique), BATCH_SIZE):
-            values = " ".join(f'"{k}"' for k in unique[start : start + BATCH_SIZE])
-            query = (
-                f"SELECT ?gbif ?item ?image ?rank WHERE {{ VALUES ?gbif {{ {values} }} "
-                "?item wdt:P846 ?gbif . OPTIONAL { ?item p:P18 ?statement . "
-                "?statement ps:P18 ?image ; wikibase:rank ?rank . "
-                "FILTER(?rank != wikibase:DeprecatedRank) } }"
-            )
-            rows = self._select(query, ("gbif", "item"), optional=("image", "rank"))
-            found |= pick_images(rows)
-        return found
+        rows = self._select_in_batches(
+            sorted(set(keys)),
+            lambda values: " ".join(f'"{k}"' for k in values),
+            "SELECT ?gbif ?item ?image ?rank WHERE {{ VALUES ?gbif {{ {} }} "
+            "?item wdt:P846 ?gbif . OPTIONAL {{ ?item p:P18 ?statement . "
+            "?statement ps:P18 ?image ; wikibase:rank ?rank . "
+            "FILTER(?rank != wikibase:DeprecatedRank) }} }}",
+            ("gbif", "item"),
+            optional=("image", "rank"),
+        )
+        return pick_images(rows)
+
+    def _select_in_batches(
+        self,
+        values: Sequence[Any],
+        render: Callable[[Sequence[Any]], str],
+        template: str,
+        variables: Sequence[str],
+        optional: Sequence[str] = (),
+    ) -> list[dict[str, str]]:
+        """Run `template` (one `{}` for the VALUES list) over `values`, `BATCH_SIZE` at a time."""
+        rows: list[dict[str, str]] = []
+        for start in range(0, len(values), BATCH_SIZE):
+            query = template.format(render(values[start : start + BATCH_SIZE]))
+            rows.extend(self._select(query, variables, optional))
+        return rows
 
     def _select(
         self, query: str, variables: Sequence[str], optional: Sequence[str] = ()

@@ -29,7 +29,7 @@ from observing_pipelines.clients.http import UpstreamError
 from observing_pipelines.clients.wikidata import WikidataClient
 from observing_pipelines.db import app_tables, state
 from observing_pipelines.db.app_tables import NamePair, TaxonRow
-from observing_pipelines.db.state import AttemptRecord, PriorAttempt, SubjectKind
+from observing_pipelines.db.state import AttemptRecord, SubjectKind
 from observing_pipelines.taxa.matching import Resolution, judge_match, pick_cached
 from observing_pipelines.taxa.names import (
     TaxonRef,
@@ -133,36 +133,101 @@ class Lookup:
         return f"{self.kind} {self.subject[:80]!r}{where}"
 
 
-class _BatchWriter:
-    """Collects answers and writes them a batch at a time, one transaction per batch."""
+class _Pass:
+    """One pass (names or taxonIDs): what was remembered about its lookups, its tally, and the
+    batch writer that saves answers a batch at a time, one transaction per batch."""
 
     def __init__(
-        self, conn: Connection, kind: SubjectKind, tally: Tally, report: PassReport, batch_size: int
+        self, resolver: TaxaResolver, kind: SubjectKind, tally: Tally, lookups: list[Lookup]
     ) -> None:
-        self.conn, self.kind, self.tally, self.report = conn, kind, tally, report
-        self.batch_size = batch_size
+        self.resolver, self.kind, self.tally = resolver, kind, tally
+        self.conn, self.options = resolver.conn, resolver.options
         self.now = datetime.now(UTC)
+        with self.conn:
+            self.priors = state.load_attempts(
+                self.conn, kind, (lookup.digest for lookup in lookups)
+            )
         self._rows: list[TaxonRow] = []
         self._records: list[AttemptRecord] = []
         self._stamps: list[tuple[Any, int]] = []
 
-    def add(
-        self, lookup: Lookup, answer: Resolution, prior: PriorAttempt | None, *, remember: bool
-    ) -> None:
+    def triage(
+        self, lookups: list[Lookup], problem: Callable[[Lookup], str | None]
+    ) -> list[Lookup]:
+        """Settle what needs no asking (remembered answers, backing-off failures, invalid
+        subjects); return the rest."""
+        pending = []
+        for lookup in lookups:
+            prior = self.priors.get(lookup.digest)
+            if prior and prior.outcome == "resolved" and prior.accepted_taxon_key is not None:
+                self.tally.cache_hits += 1
+                self.settle(
+                    lookup, Resolution("resolved", prior.accepted_taxon_key), remember=False
+                )
+            elif prior and prior.next_attempt_at is not None and prior.next_attempt_at > self.now:
+                self.tally.skipped_backoff += 1
+            elif reason := problem(lookup):
+                self.settle(lookup, Resolution.failed("invalid", reason))
+            else:
+                pending.append(lookup)
+        return pending
+
+    def settle_cached(self, lookups: list[Lookup]) -> list[Lookup]:
+        """Settle the lookups the taxa cache answered; return those still open."""
+        for lookup in lookups:
+            if lookup.answer is not None:
+                self.tally.cache_hits += 1
+                self.settle(lookup, lookup.answer, remember=False)
+        return [lookup for lookup in lookups if lookup.answer is None]
+
+    def fetch(self, lookups: list[Lookup], ask: Callable[[Lookup], Resolution]) -> None:
+        """Ask upstream for each lookup, a few at a time; every failure stays with its item."""
+        if self.options.dry_run:
+            for lookup in lookups:
+                self.tally.would_fetch += 1
+                log.info("Would resolve %s", lookup.describe())
+            return
+        if not lookups:
+            return
+        workers = max(self.options.max_concurrency, 1)
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="resolve") as pool:
+            futures = {pool.submit(_guarded, ask, lookup): lookup for lookup in lookups}
+            for done, future in enumerate(as_completed(futures), start=1):
+                self.settle(futures[future], future.result())
+                if done % PROGRESS_EVERY == 0:
+                    log.info(
+                        "%s pass progress: %d/%d processed, %d resolved, %d not found, %d errors",
+                        self.kind,
+                        done,
+                        len(lookups),
+                        self.tally.resolved,
+                        self.tally.not_found,
+                        self.tally.errors,
+                    )
+
+    def settle(self, lookup: Lookup, answer: Resolution, *, remember: bool = True) -> None:
+        """Count an answer and queue its writes (none in a dry run)."""
+        if answer.outcome == "resolved":
+            self.tally.resolved += 1
+        elif answer.outcome == "error":
+            self.tally.errors += 1
+            self.resolver.report.note_failure(f"{lookup.describe()}: {answer.detail}")
+            log.warning("Resolve failed for %s: %s", lookup.describe(), answer.detail)
+        else:
+            self.tally.not_found += 1
+            log.info("No usable match for %s: %s", lookup.describe(), answer.detail)
+        if self.options.dry_run:
+            return
         self._rows.extend(answer.rows)
         if answer.accepted_taxon_key is not None:
-            self._stamps.extend(
-                (target, answer.accepted_taxon_key) for target in lookup.stamp_targets
-            )
+            self._stamps.extend((t, answer.accepted_taxon_key) for t in lookup.stamp_targets)
         if remember:
-            self._records.append(self._record(lookup, answer, prior))
-        if len(self._records) + len(self._stamps) >= self.batch_size:
+            self._records.append(self._record(lookup, answer))
+        if len(self._records) + len(self._stamps) >= self.options.batch_size:
             self.flush()
 
-    def _record(
-        self, lookup: Lookup, answer: Resolution, prior: PriorAttempt | None
-    ) -> AttemptRecord:
-        prior_attempts = prior.attempts if prior else 0
+    def _record(self, lookup: Lookup, answer: Resolution) -> AttemptRecord:
+        prior = self.priors.get(lookup.digest)
         backoff = {"error": ERROR_BACKOFF, "resolved": None}.get(answer.outcome, NOT_FOUND_BACKOFF)
         return AttemptRecord(
             digest=lookup.digest,
@@ -174,35 +239,48 @@ class _BatchWriter:
             match_type=answer.match_type,
             confidence=answer.confidence,
             error=answer.detail if answer.outcome != "resolved" else None,
-            next_attempt_at=backoff.next_attempt(prior_attempts, self.now) if backoff else None,
+            next_attempt_at=(
+                backoff.next_attempt(prior.attempts if prior else 0, self.now) if backoff else None
+            ),
         )
 
     def flush(self) -> None:
         if not (self._rows or self._records or self._stamps):
             return
+        stamp = app_tables.stamp_by_name if self.kind == "name" else app_tables.stamp_by_taxon_id
         with self.conn:
             app_tables.take_write_lock(self.conn)
-            self.report.taxa_upserted += app_tables.upsert_taxa(self.conn, self._rows)
+            self.resolver.report.taxa_upserted += app_tables.upsert_taxa(self.conn, self._rows)
             state.record_attempts(self.conn, self.kind, self._records)
-            stamp = (
-                app_tables.stamp_by_name if self.kind == "name" else app_tables.stamp_by_taxon_id
-            )
             self.tally.rows_stamped += stamp(self.conn, self._stamps)
         self._rows, self._records, self._stamps = [], [], []
 
+    def finish(self, message: str) -> None:
+        self.flush()
+        log.info(
+            "%s: %d resolved, %d not found, %d errors, %d rows stamped, %d skipped (backoff)",
+            message,
+            self.tally.resolved,
+            self.tally.not_found,
+            self.tally.errors,
+            self.tally.rows_stamped,
+            self.tally.skipped_backoff,
+        )
+
 
 class TaxaResolver:
-    """Runs passes with one database connection and the two API clients."""
+    """Runs a pass with one database connection and the two API clients."""
 
     def __init__(
         self, conn: Connection, gbif: GbifClient, wikidata: WikidataClient, options: ResolveOptions
     ) -> None:
         self.conn, self.gbif, self.wikidata, self.options = conn, gbif, wikidata, options
+        self.report = PassReport()
 
     def run(self, refresh: bool = True) -> PassReport:
         started = time.monotonic()
         calls_before = self.gbif.http.calls + self.wikidata.http.calls
-        report = PassReport()
+        self.report = report = PassReport()
         with self.conn:
             report.rows_reset = app_tables.reset_edited_identifications(
                 self.conn, dry_run=self.options.dry_run
@@ -211,8 +289,8 @@ class TaxaResolver:
             log.info(
                 "Unstamped %d identifications edited since they were stamped", report.rows_reset
             )
-        self._name_pass(report)
-        self._taxon_id_pass(report)
+        self._name_pass()
+        self._taxon_id_pass()
         if refresh and not self.options.dry_run:
             log.info("Resolution pass complete; refreshing community_ids")
             with self.conn:
@@ -224,37 +302,23 @@ class TaxaResolver:
 
     # -- name pass ---------------------------------------------------------------------------
 
-    def _name_pass(self, report: PassReport) -> None:
+    def _name_pass(self) -> None:
         with self.conn:
             pairs = app_tables.pending_name_pairs(
                 self.conn, self.options.limit, self.options.kingdom
             )
         lookups = _group_names(pairs)
-        report.names.seen = len(lookups)
+        self.report.names.seen = len(lookups)
         log.info(
             "Discovered (name, kingdom) pairs to resolve: %d pairs, %d distinct lookups",
             len(pairs),
             len(lookups),
         )
-        writer = _BatchWriter(self.conn, "name", report.names, report, self.options.batch_size)
-        priors = self._priors("name", lookups)
-        pending = []
-        for lookup in lookups:
-            if self._answered_before(writer, report, lookup, priors):
-                continue
-            if problem := name_problem(lookup.subject):
-                self._settle(writer, report, lookup, Resolution.failed("invalid", problem), priors)
-            else:
-                pending.append(lookup)
+        names = _Pass(self, "name", self.report.names, lookups)
+        pending = names.triage(lookups, lambda lookup: name_problem(lookup.subject))
         self._answer_names_from_cache(pending)
-        for lookup in pending:
-            if lookup.answer is not None:
-                report.names.cache_hits += 1
-                self._settle(writer, report, lookup, lookup.answer, priors, remember=False)
-        to_fetch = [lookup for lookup in pending if lookup.answer is None]
-        self._fetch(to_fetch, self._ask_gbif_by_name, writer, report, priors)
-        writer.flush()
-        self._log_complete("Name pass complete", report.names)
+        names.fetch(names.settle_cached(pending), self._ask_gbif_by_name)
+        names.finish("Name pass complete")
 
     def _answer_names_from_cache(self, lookups: list[Lookup]) -> None:
         if not lookups:
@@ -270,63 +334,36 @@ class TaxaResolver:
             for name in cache_names(lookup.subject):
                 row = pick_cached(by_name.get(name, []), lookup.kingdom)
                 if row is not None:
-                    lookup.answer = Resolution(
-                        outcome="resolved",
-                        accepted_taxon_key=row.accepted_taxon_key,
-                        taxon_key=row.taxon_key,
-                    )
+                    lookup.answer = Resolution("resolved", row.accepted_taxon_key, row.taxon_key)
                     break
 
     def _ask_gbif_by_name(self, lookup: Lookup) -> Resolution:
-        return judge_match(
-            self.gbif.match_name(lookup.subject, lookup.kingdom), cache_names(lookup.subject)
-        )
+        match = self.gbif.match_name(lookup.subject, lookup.kingdom)
+        return judge_match(match, cache_names(lookup.subject))
 
     # -- taxonID pass ------------------------------------------------------------------------
 
-    def _taxon_id_pass(self, report: PassReport) -> None:
+    def _taxon_id_pass(self) -> None:
         with self.conn:
             uris = app_tables.pending_taxon_ids(self.conn, self.options.limit, self.options.kingdom)
         lookups = [
             Lookup("taxon_id", subject_digest(uri), uri, None, [uri], ref=parse_taxon_uri(uri))
             for uri in uris
         ]
-        report.taxon_ids.seen = len(lookups)
+        self.report.taxon_ids.seen = len(lookups)
         log.info("Discovered taxon_id URIs to resolve: %d", len(lookups))
-        writer = _BatchWriter(
-            self.conn, "taxon_id", report.taxon_ids, report, self.options.batch_size
+        uri_pass = _Pass(self, "taxon_id", self.report.taxon_ids, lookups)
+        pending = uri_pass.triage(
+            lookups, lambda lookup: None if lookup.ref else "unrecognised taxonID URI"
         )
-        priors = self._priors("taxon_id", lookups)
-        pending = []
-        for lookup in lookups:
-            if self._answered_before(writer, report, lookup, priors):
-                continue
-            if lookup.ref is None:
-                answer = Resolution.failed("invalid", "unrecognised taxonID URI")
-                self._settle(writer, report, lookup, answer, priors)
-            else:
-                pending.append(lookup)
-        if self.options.dry_run:
-            self._fetch(pending, self._ask_gbif_by_key, writer, report, priors)
-            return
-        pending = self._crosswalk(pending, writer, report, priors)
-        self._answer_keys_from_cache(pending)
-        for lookup in pending:
-            if lookup.answer is not None:
-                report.taxon_ids.cache_hits += 1
-                self._settle(writer, report, lookup, lookup.answer, priors, remember=False)
-        to_fetch = [lookup for lookup in pending if lookup.answer is None]
-        self._fetch(to_fetch, self._ask_gbif_by_key, writer, report, priors)
-        writer.flush()
-        self._log_complete("taxon_id pass complete", report.taxon_ids)
+        if not self.options.dry_run:
+            pending = self._crosswalk(pending, uri_pass)
+            self._answer_keys_from_cache(pending)
+            pending = uri_pass.settle_cached(pending)
+        uri_pass.fetch(pending, self._ask_gbif_by_key)
+        uri_pass.finish("taxon_id pass complete")
 
-    def _crosswalk(
-        self,
-        lookups: list[Lookup],
-        writer: _BatchWriter,
-        report: PassReport,
-        priors: dict[str, PriorAttempt],
-    ) -> list[Lookup]:
+    def _crosswalk(self, lookups: list[Lookup], uri_pass: _Pass) -> list[Lookup]:
         """Turn iNaturalist and Wikidata refs into GBIF refs through one batched query each."""
         walkers: dict[str, Callable[[list[str]], dict[str, int]]] = {
             "inaturalist": self.wikidata.gbif_keys_for_inaturalist,
@@ -341,18 +378,14 @@ class TaxaResolver:
                 keys = walk([lookup.ref.value for lookup in group if lookup.ref])
             except UpstreamError as error:
                 for lookup in group:
-                    self._settle(
-                        writer, report, lookup, Resolution.failed("error", str(error)), priors
-                    )
+                    uri_pass.settle(lookup, Resolution.failed("error", str(error)))
                 continue
             for lookup in group:
                 assert lookup.ref is not None
                 key = keys.get(lookup.ref.value)
                 if key is None:
                     detail = f"no GBIF cross-walk for {scheme} taxon {lookup.ref.value}"
-                    self._settle(
-                        writer, report, lookup, Resolution.failed("not_found", detail), priors
-                    )
+                    uri_pass.settle(lookup, Resolution.failed("not_found", detail))
                 else:
                     lookup.ref = TaxonRef("gbif", str(key))
                     ready.append(lookup)
@@ -365,113 +398,12 @@ class TaxaResolver:
         for lookup in lookups:
             row = cached.get(lookup.ref.gbif_key() or 0) if lookup.ref else None
             if row is not None and row.accepted_taxon_key is not None:
-                lookup.answer = Resolution(
-                    outcome="resolved",
-                    accepted_taxon_key=row.accepted_taxon_key,
-                    taxon_key=row.taxon_key,
-                )
+                lookup.answer = Resolution("resolved", row.accepted_taxon_key, row.taxon_key)
 
     def _ask_gbif_by_key(self, lookup: Lookup) -> Resolution:
         key = lookup.ref.gbif_key() if lookup.ref else None
         assert key is not None
         return judge_match(self.gbif.match_usage_key(key))
-
-    # -- shared machinery --------------------------------------------------------------------
-
-    def _priors(self, kind: SubjectKind, lookups: list[Lookup]) -> dict[str, PriorAttempt]:
-        with self.conn:
-            return state.load_attempts(self.conn, kind, (lookup.digest for lookup in lookups))
-
-    def _answered_before(
-        self,
-        writer: _BatchWriter,
-        report: PassReport,
-        lookup: Lookup,
-        priors: dict[str, PriorAttempt],
-    ) -> bool:
-        """Memo hit (stamp from it) or a failure still backing off (skip). False: ask again."""
-        prior = priors.get(lookup.digest)
-        if prior is None:
-            return False
-        tally = report.names if lookup.kind == "name" else report.taxon_ids
-        if prior.outcome == "resolved" and prior.accepted_taxon_key is not None:
-            tally.cache_hits += 1
-            answer = Resolution(outcome="resolved", accepted_taxon_key=prior.accepted_taxon_key)
-            self._settle(writer, report, lookup, answer, priors, remember=False)
-            return True
-        if prior.next_attempt_at is not None and prior.next_attempt_at > writer.now:
-            tally.skipped_backoff += 1
-            return True
-        return False
-
-    def _fetch(
-        self,
-        lookups: list[Lookup],
-        ask: Callable[[Lookup], Resolution],
-        writer: _BatchWriter,
-        report: PassReport,
-        priors: dict[str, PriorAttempt],
-    ) -> None:
-        """Ask upstream for each lookup, a few at a time; every failure stays with its item."""
-        tally = report.names if writer.kind == "name" else report.taxon_ids
-        if self.options.dry_run:
-            for lookup in lookups:
-                tally.would_fetch += 1
-                log.info("Would resolve %s", lookup.describe())
-            return
-        if not lookups:
-            return
-        with ThreadPoolExecutor(
-            max_workers=max(self.options.max_concurrency, 1), thread_name_prefix="resolve"
-        ) as pool:
-            futures = {pool.submit(_guarded, ask, lookup): lookup for lookup in lookups}
-            for done, future in enumerate(as_completed(futures), start=1):
-                self._settle(writer, report, futures[future], future.result(), priors)
-                if done % PROGRESS_EVERY == 0:
-                    log.info(
-                        "%s progress: %d/%d processed, %d resolved, %d not found, %d errors",
-                        writer.kind,
-                        done,
-                        len(lookups),
-                        tally.resolved,
-                        tally.not_found,
-                        tally.errors,
-                    )
-
-    def _settle(
-        self,
-        writer: _BatchWriter,
-        report: PassReport,
-        lookup: Lookup,
-        answer: Resolution,
-        priors: dict[str, PriorAttempt],
-        *,
-        remember: bool = True,
-    ) -> None:
-        tally = report.names if lookup.kind == "name" else report.taxon_ids
-        if answer.outcome == "resolved":
-            tally.resolved += 1
-        elif answer.outcome == "error":
-            tally.errors += 1
-            report.note_failure(f"{lookup.describe()}: {answer.detail}")
-            log.warning("Resolve failed for %s: %s", lookup.describe(), answer.detail)
-        else:
-            tally.not_found += 1
-            log.info("No usable match for %s: %s", lookup.describe(), answer.detail)
-        if not self.options.dry_run:
-            writer.add(lookup, answer, priors.get(lookup.digest), remember=remember)
-
-    @staticmethod
-    def _log_complete(message: str, tally: Tally) -> None:
-        log.info(
-            "%s: %d resolved, %d not found, %d errors, %d rows stamped, %d skipped (backoff)",
-            message,
-            tally.resolved,
-            tally.not_found,
-            tally.errors,
-            tally.rows_stamped,
-            tally.skipped_backoff,
-        )
 
 
 def _guarded(ask: Callable[[Lookup], Resolution], lookup: Lookup) -> Resolution:
