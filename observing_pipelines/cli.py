@@ -3,6 +3,7 @@
 - `resolve-taxa` runs today's one-shot pass without Dagster, with today's flags and exit codes
   (0 done, 1 database connection, enumeration or refresh failed, 2 no database configured).
 - `migrate` applies our migrations, then Dagster's.
+- `webserver` and `daemon` start Dagster's services the way the container runs them.
 - `dev` sets up and starts the whole system locally: embedded Postgres when no database is
   configured, migrations, a demo data set in an empty database, then `dagster dev`;
   `stop-db` stops that embedded server.
@@ -62,6 +63,19 @@ def main(argv: list[str] | None = None) -> int:
     dev = commands.add_parser("dev", help="set up and start the system locally (dagster dev)")
     dev.add_argument("--port", type=int, default=3000)
     dev.set_defaults(handler=_dev)
+
+    webserver = commands.add_parser(
+        "webserver", help="dagster-webserver for the container (PORT, path prefix, read-only)"
+    )
+    webserver.add_argument(
+        "--read-only",
+        action="store_true",
+        help="no launching, re-executing or terminating (a wide audience)",
+    )
+    webserver.set_defaults(handler=_webserver)
+
+    daemon = commands.add_parser("daemon", help="dagster-daemon for the container")
+    daemon.set_defaults(handler=_daemon)
 
     stop = commands.add_parser("stop-db", help="stop the embedded PostgreSQL that `dev` started")
     stop.set_defaults(handler=_stop_db)
@@ -151,6 +165,42 @@ def _dev(args: argparse.Namespace, settings: Settings) -> int:
     ]
     log.info("Starting dagster dev on port %d (DAGSTER_HOME=%s)", args.port, dagster_home)
     os.execve(command[0], command, env)
+
+
+def _webserver(args: argparse.Namespace, settings: Settings) -> int:
+    """Exec `dagster-webserver` on all interfaces, on Cloud Run's `PORT`."""
+    command = [
+        str(Path(sys.executable).with_name("dagster-webserver")),
+        "-h",
+        "0.0.0.0",  # inside the container: Cloud Run and IAP sit in front
+        "-p",
+        os.environ.get("PORT", "8080"),
+        "-w",
+        _workspace(),
+        "--log-format",
+        "json",
+    ]
+    if prefix := os.environ.get("WEBSERVER_PATH_PREFIX"):
+        command += ["--path-prefix", prefix]
+    if args.read_only or os.environ.get("WEBSERVER_READ_ONLY") == "true":
+        command.append("--read-only")
+    os.execv(command[0], command)
+
+
+def _daemon(args: argparse.Namespace, settings: Settings) -> int:
+    command = [
+        str(Path(sys.executable).with_name("dagster-daemon")),
+        "run",
+        "-w",
+        _workspace(),
+        "--log-format",
+        "json",
+    ]
+    os.execv(command[0], command)
+
+
+def _workspace() -> str:
+    return os.environ.get("DAGSTER_WORKSPACE") or str(Path.cwd() / "workspace.yaml")
 
 
 def _stop_db(args: argparse.Namespace, settings: Settings) -> int:
