@@ -74,7 +74,7 @@ def test_migrations_are_idempotent(db_url, conn):
     migrate.upgrade_all(db_url, app_mirror=True)
     with conn, conn.cursor() as cur:
         cur.execute("SELECT version_num FROM pipelines.alembic_version ORDER BY 1")
-        assert [v for (v,) in cur.fetchall()] == ["m0001", "p0002"]
+        assert [v for (v,) in cur.fetchall()] == ["m0002", "p0002"]
 
 
 def test_production_never_gets_the_mirror(server_url, db_url):

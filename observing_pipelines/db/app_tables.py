@@ -244,9 +244,10 @@ def _stamp(conn: Connection, wanted: str, match: str, via: str, params: tuple[li
 
 
 def refresh_community_ids(conn: Connection) -> None:
-    """Make new stamps visible to the app's consensus filters (needs the view's unique index)."""
+    """Make new stamps visible to the app's consensus filters: `REFRESH MATERIALIZED VIEW
+    CONCURRENTLY`, through the function `roles.sql` defines with the view owner's rights."""
     with conn.cursor() as cur:
-        cur.execute("REFRESH MATERIALIZED VIEW CONCURRENTLY ingester.community_ids")
+        cur.execute("SELECT pipelines.refresh_community_ids()")
 
 
 @dataclass(frozen=True)

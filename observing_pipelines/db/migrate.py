@@ -1,5 +1,8 @@
 """Schema migrations, in order: our schema (Alembic), then Dagster's own tables.
 
+Then `roles.sql` gives the jobs' role (`jobs_runtime`) ownership of both schemas and its grants
+on the app's tables.
+
 Alembic keeps two independent branches in one script folder: `pipelines` (our schema and the
 empty `dagster` schema, always applied) and `app_mirror` (the app's tables, for development and
 tests only). Dagster's tables are then created and upgraded by Dagster itself, inside the
@@ -13,10 +16,11 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
-from observing_pipelines.db.connection import sqlalchemy_url
+from observing_pipelines.db.connection import connect, sqlalchemy_url
 from observing_pipelines.db.dagster_storage import AppDatabaseDagsterStorage, dagster_storage_url
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+ROLES_SQL = Path(__file__).parent / "roles.sql"
 
 
 def alembic_config(url: str) -> Config:
@@ -50,8 +54,15 @@ def upgrade_dagster(url: str) -> None:
             part.dispose()
 
 
+def apply_roles(url: str) -> None:
+    """Run `roles.sql`: the jobs role, its ownerships and its grants (idempotent)."""
+    with connect(url) as conn, conn, conn.cursor() as cur:
+        cur.execute(ROLES_SQL.read_text())
+
+
 def upgrade_all(url: str, *, app_mirror: bool) -> None:
     if app_mirror:
         upgrade_app_mirror(url)
     upgrade_pipelines(url)
     upgrade_dagster(url)
+    apply_roles(url)
