@@ -14,8 +14,12 @@ RUN /opt/venv/bin/pip install --no-compile ".${EXTRAS:+[$EXTRAS]}" \
  && /opt/venv/bin/python -m compileall -q /opt/venv/lib
 COPY dagster.yaml workspace.yaml ./
 COPY infra/instance ./instance
-# Two instance configurations from one source: the project's dagster.yaml plus Cloud Run's parts.
-RUN mkdir -p /opt/dagster/home /opt/dagster/home-cloud-run \
+# Instance configurations from one source, the project's dagster.yaml:
+#   home            Cloud Run (compute logs in GCS)
+#   home-cloud-run  Cloud Run, one Cloud Run Job per Dagster run
+#   home-local      anywhere else (local compute logs), e.g. .ci/container-check
+RUN mkdir -p /opt/dagster/home /opt/dagster/home-cloud-run /opt/dagster/home-local \
+ && cp dagster.yaml /opt/dagster/home-local/dagster.yaml \
  && cat dagster.yaml instance/compute-logs-gcs.yaml > /opt/dagster/home/dagster.yaml \
  && cat /opt/dagster/home/dagster.yaml instance/run-launcher-cloud-run.yaml \
       > /opt/dagster/home-cloud-run/dagster.yaml
