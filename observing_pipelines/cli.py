@@ -124,7 +124,9 @@ def _migrate(args: argparse.Namespace, settings: Settings) -> int:
     url = _configured_url(settings)
     if url is None:
         return EXIT_NO_DATABASE
-    migrate.upgrade_all(url, app_mirror=args.app_mirror)
+    migrate.upgrade_all(
+        url, app_mirror=args.app_mirror, jobs_password=settings.jobs_runtime_password
+    )
     log.info("Migrations applied to %s", redact(url))
     return EXIT_OK
 

@@ -68,6 +68,8 @@ class Settings:
     freshness_cron: str = "0 2 * * *"
     schedule_timezone: str = "UTC"
     embedded_pgdata: Path = Path(".local/pgdata")
+    jobs_runtime_password: str | None = field(default=None, repr=False)
+    """Set on the jobs_runtime role by `migrate` (its job reads it from Secret Manager)."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -105,6 +107,7 @@ class Settings:
             freshness_cron=_text(env, "FRESHNESS_CRON") or cls.freshness_cron,
             schedule_timezone=_text(env, "SCHEDULE_TIMEZONE") or cls.schedule_timezone,
             embedded_pgdata=Path(_text(env, "EMBEDDED_PGDATA") or cls.embedded_pgdata),
+            jobs_runtime_password=env.get("JOBS_RUNTIME_PASSWORD") or None,
         )
 
 

@@ -54,15 +54,18 @@ def upgrade_dagster(url: str) -> None:
             part.dispose()
 
 
-def apply_roles(url: str) -> None:
-    """Run `roles.sql`: the jobs role, its ownerships and its grants (idempotent)."""
+def apply_roles(url: str, jobs_password: str | None = None) -> None:
+    """Run `roles.sql` (the jobs role, its ownerships and grants; idempotent), and set the
+    role's password when one is given."""
     with connect(url) as conn, conn, conn.cursor() as cur:
         cur.execute(ROLES_SQL.read_text())
+        if jobs_password:
+            cur.execute("ALTER ROLE jobs_runtime PASSWORD %s", (jobs_password,))
 
 
-def upgrade_all(url: str, *, app_mirror: bool) -> None:
+def upgrade_all(url: str, *, app_mirror: bool, jobs_password: str | None = None) -> None:
     if app_mirror:
         upgrade_app_mirror(url)
     upgrade_pipelines(url)
     upgrade_dagster(url)
-    apply_roles(url)
+    apply_roles(url, jobs_password)

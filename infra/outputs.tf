@@ -1,0 +1,18 @@
+output "webserver_urls" {
+  description = "IAP-protected URLs of the Dagster UI (and of the read-only one, if enabled)."
+  value       = { for name, service in google_cloud_run_v2_service.webserver : name => service.uri }
+}
+
+output "service_account" {
+  description = "The identity every container runs as."
+  value       = google_service_account.pipelines.email
+}
+
+output "compute_log_bucket" {
+  value = google_storage_bucket.compute_logs.name
+}
+
+output "migrate_command" {
+  description = "Run before rolling out a new image."
+  value       = "gcloud run jobs execute ${google_cloud_run_v2_job.migrate.name} --region ${var.region} --project ${var.project_id} --wait"
+}
