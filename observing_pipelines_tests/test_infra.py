@@ -112,7 +112,8 @@ def test_database_over_the_cloudsql_socket_and_image_from_artifact_registry(modu
     assert 'DB_HOST = "/cloudsql/${local.sql_connection}"' in locals_["plain_env"]
     assert 'DB_USER = "jobs_runtime"' in locals_["plain_env"]
     (image,) = [v for block in module["variable"] for k, v in block.items() if k == "image"]
-    assert "docker\\\\.pkg\\\\.dev" in json.dumps(image["validation"])
+    assert "-docker" in image["validation"][0]["condition"]
+    assert "pkg" in image["validation"][0]["condition"]
 
 
 def test_service_account_holds_only_the_roles_it_uses(module):
