@@ -8,9 +8,15 @@ ARG EXTRAS=""
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 RUN python3 -m venv /opt/venv
-COPY pyproject.toml README.md ./
+# Dependencies first, from the pinned pyproject alone (an empty package stands in), so a code
+# change rebuilds only the last layers.
+COPY pyproject.toml ./
+RUN mkdir observing_pipelines && touch README.md observing_pipelines/__init__.py \
+ && /opt/venv/bin/pip install --no-compile ".${EXTRAS:+[$EXTRAS]}" \
+ && rm -rf observing_pipelines README.md build
+COPY README.md ./
 COPY observing_pipelines ./observing_pipelines
-RUN /opt/venv/bin/pip install --no-compile ".${EXTRAS:+[$EXTRAS]}" \
+RUN /opt/venv/bin/pip install --no-compile --no-deps --force-reinstall . \
  && /opt/venv/bin/python -m compileall -q /opt/venv/lib
 COPY dagster.yaml workspace.yaml ./
 COPY infra/instance ./instance
