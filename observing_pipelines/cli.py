@@ -15,6 +15,8 @@ import argparse
 import json
 import logging
 import os
+import signal
+import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -28,6 +30,7 @@ from observing_pipelines.db.connection import (
     database_url,
     redact,
 )
+from observing_pipelines.logging_json import relay_process_logs
 from observing_pipelines.resources import build_resources
 from observing_pipelines.settings import Settings
 from observing_pipelines.taxa.resolve import ResolveOptions, TaxaResolver
@@ -170,7 +173,8 @@ def _dev(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _webserver(args: argparse.Namespace, settings: Settings) -> int:
-    """Exec `dagster-webserver` on all interfaces, on Cloud Run's `PORT`."""
+    """`dagster-webserver` on all interfaces, on Cloud Run's `PORT`, its logs as Cloud Logging
+    JSON."""
     command = [
         str(Path(sys.executable).with_name("dagster-webserver")),
         "-h",
@@ -186,7 +190,7 @@ def _webserver(args: argparse.Namespace, settings: Settings) -> int:
         command += ["--path-prefix", prefix]
     if args.read_only or os.environ.get("WEBSERVER_READ_ONLY") == "true":
         command.append("--read-only")
-    os.execv(command[0], command)
+    return _serve(command, "webserver")
 
 
 def _daemon(args: argparse.Namespace, settings: Settings) -> int:
@@ -198,7 +202,20 @@ def _daemon(args: argparse.Namespace, settings: Settings) -> int:
         "--log-format",
         "json",
     ]
-    os.execv(command[0], command)
+    return _serve(command, "daemon")
+
+
+def _serve(command: list[str], process: str) -> int:
+    """Run a Dagster service as a child, relaying its output as JSON lines and passing on the
+    signals Cloud Run sends (SIGTERM on scale-in or a new revision)."""
+    child = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+    )
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda received, _frame: child.send_signal(received))
+    assert child.stdout is not None
+    relay_process_logs(child.stdout, sys.stdout, process)
+    return child.wait()
 
 
 def _workspace() -> str:

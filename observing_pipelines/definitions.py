@@ -1,8 +1,9 @@
-"""The code location: every asset, check, job, schedule and resource, wired from the environment."""
+"""The code location: every asset, check, job, schedule, sensor and resource, wired from the
+environment."""
 
 import dagster as dg
 
-from observing_pipelines.jobs import conservation, freshness, resolve_taxa, thumbnails
+from observing_pipelines.jobs import conservation, freshness, operations, resolve_taxa, thumbnails
 from observing_pipelines.resources import build_resources
 from observing_pipelines.settings import Settings
 
@@ -12,6 +13,7 @@ timezone = settings.schedule_timezone
 defs = dg.Definitions(
     assets=[
         resolve_taxa.identification_taxa,
+        resolve_taxa.identification_taxa_by_kingdom,
         thumbnails.taxon_images,
         conservation.taxon_conservation,
         freshness.backbone_changes,
@@ -34,5 +36,6 @@ defs = dg.Definitions(
         conservation.conservation_schedule(settings.conservation_cron, timezone),
         freshness.freshness_schedule(settings.freshness_cron, timezone),
     ],
+    sensors=[operations.dead_letter_sensor],
     resources=build_resources(settings),
 )

@@ -446,3 +446,40 @@ INVARIANTS = {
     "conservation_status_stale": """
         SELECT 1 FROM pipelines.taxon_conservation WHERE fetched_at < now() - interval '60 days'""",
 }
+
+
+# -- operations ----------------------------------------------------------------------------------
+
+_NORMALISED_NAME = "lower(regexp_replace(btrim(i.scientific_name), '\\s+', ' ', 'g'))"
+
+
+def names_stamped_with(conn: Connection, keys: Sequence[int]) -> list[str]:
+    """Distinct names of identifications stamped with these keys."""
+    if not keys:
+        return []
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT DISTINCT scientific_name FROM ingester.identifications "
+            "WHERE accepted_taxon_key = ANY(%s)",
+            (list(keys),),
+        )
+        return [name for (name,) in cur.fetchall()]
+
+
+def unstamp(conn: Connection, normalised_names: Sequence[str], keys: Sequence[int]) -> int:
+    """Clear the stamps of identifications with these names (spacing and case aside) or keys,
+    so the next pass resolves them again. Returns the rows unstamped."""
+    with conn.cursor() as cur:
+        cur.execute(
+            f"""
+            WITH cleared AS (
+                UPDATE ingester.identifications i SET accepted_taxon_key = NULL
+                WHERE i.accepted_taxon_key IS NOT NULL
+                  AND ({_NORMALISED_NAME} = ANY(%(names)s) OR i.accepted_taxon_key = ANY(%(keys)s))
+                RETURNING i.uri
+            )
+            DELETE FROM pipelines.identification_stamps s USING cleared c WHERE s.uri = c.uri
+            """,
+            {"names": list(normalised_names), "keys": list(keys)},
+        )
+        return cur.rowcount

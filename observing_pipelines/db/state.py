@@ -283,3 +283,40 @@ def repoint_resolutions(conn: Connection, old_key: int, new_key: int | None) -> 
                 "WHERE accepted_taxon_key = %s",
                 (new_key, old_key),
             )
+
+
+# -- operations ----------------------------------------------------------------------------------
+
+
+def record_dead_letter(
+    conn: Connection,
+    run_id: str,
+    job_name: str,
+    root_run_id: str | None,
+    retry_number: int,
+    error: str,
+) -> bool:
+    """Remember a run that failed for good; False if it was already recorded."""
+    with conn.cursor() as cur:
+        cur.execute(
+            """
+            INSERT INTO pipelines.dead_letters (run_id, job_name, root_run_id, retry_number, error)
+            VALUES (%s, %s, %s, %s, %s) ON CONFLICT (run_id) DO NOTHING
+            """,
+            (run_id, job_name, root_run_id, retry_number, error),
+        )
+        return cur.rowcount == 1
+
+
+def forget_resolutions(conn: Connection, names: Sequence[str], keys: Sequence[int]) -> int:
+    """Drop remembered answers about these names (normalised) or leading to these keys."""
+    with conn.cursor() as cur:
+        cur.execute(
+            """
+            DELETE FROM pipelines.resolution_attempts
+            WHERE (subject_kind = 'name' AND lower(subject) = ANY(%s))
+               OR accepted_taxon_key = ANY(%s) OR taxon_key = ANY(%s)
+            """,
+            ([n.casefold() for n in names], list(keys), list(keys)),
+        )
+        return cur.rowcount

@@ -22,6 +22,14 @@ def retry_policy(delay_seconds: int) -> dg.RetryPolicy:
     )
 
 
+JOB_TAG = "observing/job"
+
+
+def job_tags(name: str) -> dict[str, str]:
+    """Run tags of a job: `dagster.yaml` allows one queued-or-running run per value."""
+    return {JOB_TAG: name}
+
+
 def schedule(
     name: str, job: UnresolvedAssetJobDefinition, cron: str, timezone: str, description: str
 ) -> dg.ScheduleDefinition:

@@ -4,6 +4,7 @@ import dagster as dg
 
 from observing_pipelines.jobs.common import (
     invariant_check,
+    job_tags,
     materialize_result,
     retry_policy,
     schedule,
@@ -23,6 +24,7 @@ class ConservationConfig(dg.Config):
     deps=[identification_taxa],
     group_name="enrichment",
     kinds={"postgres"},
+    pool="gbif",
     retry_policy=retry_policy(300),
     description="IUCN Red List category of each accepted species-or-below taxon, with source.",
 )
@@ -47,7 +49,9 @@ conservation_checks = [
     )
 ]
 
-conservation_job = dg.define_asset_job("conservation_status", selection=[taxon_conservation])
+conservation_job = dg.define_asset_job(
+    "conservation_status", selection=[taxon_conservation], tags=job_tags("conservation_status")
+)
 
 
 def conservation_schedule(cron: str, timezone: str) -> dg.ScheduleDefinition:

@@ -4,6 +4,7 @@ import dagster as dg
 
 from observing_pipelines.jobs.common import (
     invariant_check,
+    job_tags,
     materialize_result,
     retry_policy,
     schedule,
@@ -29,6 +30,7 @@ class FreshnessConfig(dg.Config):
     deps=[identification_taxa],
     group_name="taxonomy",
     kinds={"postgres"},
+    pool="gbif",
     retry_policy=retry_policy(120),
     description="Hot taxa re-checked against GBIF; changes logged, identifications re-stamped.",
 )
@@ -55,7 +57,9 @@ freshness_checks = [
     )
 ]
 
-freshness_job = dg.define_asset_job("backbone_freshness", selection=[backbone_changes])
+freshness_job = dg.define_asset_job(
+    "backbone_freshness", selection=[backbone_changes], tags=job_tags("backbone_freshness")
+)
 
 
 def freshness_schedule(cron: str, timezone: str) -> dg.ScheduleDefinition:

@@ -9,12 +9,18 @@ import dagster as dg
 
 from observing_pipelines.jobs.common import (
     invariant_check,
+    job_tags,
     materialize_result,
     retry_policy,
     schedule,
 )
 from observing_pipelines.resources import AppDatabaseResource, GbifResource, WikidataResource
-from observing_pipelines.taxa.resolve import ResolveOptions, TaxaResolver
+from observing_pipelines.taxa.resolve import ResolveOptions, TaxaResolver, forget_answers
+
+# GBIF backbone kingdoms: the partitions of "backfill kingdom Y".
+KINGDOMS = dg.StaticPartitionsDefinition(
+    ["Animalia", "Archaea", "Bacteria", "Chromista", "Fungi", "Plantae", "Protozoa", "Viruses"]
+)
 
 
 class ResolveTaxaConfig(dg.Config):
@@ -24,12 +30,41 @@ class ResolveTaxaConfig(dg.Config):
     """At most this many distinct (name, kingdom) pairs and taxonIDs per pass."""
     kingdom: str | None = None
     """Only identifications of this kingdom (e.g. Plantae)."""
+    names: list[str] = []
+    """Re-resolve these names: forget their cached answers and stamps, ask GBIF afresh."""
+    taxon_keys: list[int] = []
+    """Re-resolve the identifications stamped with these GBIF keys, likewise."""
+
+
+def _resolve(
+    context: dg.AssetExecutionContext,
+    config: ResolveTaxaConfig,
+    app_db: AppDatabaseResource,
+    gbif: GbifResource,
+    wikidata: WikidataResource,
+    kingdom: str | None,
+) -> dg.MaterializeResult:
+    with app_db.connect() as conn:
+        forced = frozenset[str]()
+        if (config.names or config.taxon_keys) and not config.dry_run:
+            forced = forget_answers(conn, config.names, config.taxon_keys)
+        options = ResolveOptions(
+            dry_run=config.dry_run,
+            limit=config.limit,
+            kingdom=kingdom,
+            max_concurrency=gbif.max_concurrency,
+            force_names=forced,
+        )
+        report = TaxaResolver(conn, gbif.get_client(), wikidata.get_client(), options).run()
+    context.log.info(f"resolve_taxa pass: {report.metadata()}")
+    return materialize_result(report.metadata(), report.failures, dry_run=config.dry_run)
 
 
 @dg.asset(
     key=["ingester", "identification_taxa"],
     group_name="taxonomy",
     kinds={"postgres"},
+    pool="gbif",
     retry_policy=retry_policy(30),  # ~30 s, 60 s, 120 s: done well before the next 5-min tick
     description=(
         "Identifications stamped with accepted GBIF backbone keys, their taxa and ancestry "
@@ -43,16 +78,26 @@ def identification_taxa(
     gbif: GbifResource,
     wikidata: WikidataResource,
 ) -> dg.MaterializeResult:
-    options = ResolveOptions(
-        dry_run=config.dry_run,
-        limit=config.limit,
-        kingdom=config.kingdom,
-        max_concurrency=gbif.max_concurrency,
-    )
-    with app_db.connect() as conn:
-        report = TaxaResolver(conn, gbif.get_client(), wikidata.get_client(), options).run()
-    context.log.info(f"resolve_taxa pass: {report.metadata()}")
-    return materialize_result(report.metadata(), report.failures, dry_run=config.dry_run)
+    return _resolve(context, config, app_db, gbif, wikidata, config.kingdom)
+
+
+@dg.asset(
+    key=["ingester", "identification_taxa_by_kingdom"],
+    partitions_def=KINGDOMS,
+    group_name="taxonomy",
+    kinds={"postgres"},
+    pool="gbif",
+    retry_policy=retry_policy(30),
+    description="resolve_taxa for one kingdom: backfill a kingdom from the UI or GraphQL.",
+)
+def identification_taxa_by_kingdom(
+    context: dg.AssetExecutionContext,
+    config: ResolveTaxaConfig,
+    app_db: AppDatabaseResource,
+    gbif: GbifResource,
+    wikidata: WikidataResource,
+) -> dg.MaterializeResult:
+    return _resolve(context, config, app_db, gbif, wikidata, context.partition_key)
 
 
 resolve_taxa_checks = [
@@ -67,6 +112,7 @@ resolve_taxa_checks = [
 resolve_taxa_job = dg.define_asset_job(
     "resolve_taxa",
     selection=[identification_taxa],
+    tags=job_tags("resolve_taxa"),
     description="Resolve identification names and taxonIDs to GBIF keys (today's Rust binary).",
 )
 

@@ -5,6 +5,7 @@ import dagster as dg
 from observing_pipelines.clients.commons import STANDARD_WIDTHS
 from observing_pipelines.jobs.common import (
     invariant_check,
+    job_tags,
     materialize_result,
     retry_policy,
     schedule,
@@ -28,6 +29,7 @@ class ThumbnailsConfig(dg.Config):
     deps=[identification_taxa],
     group_name="enrichment",
     kinds={"postgres"},
+    pool="wikimedia",
     retry_policy=retry_policy(120),
     description="One picture per cached taxon: Wikidata P18, Commons thumbnails, licence, artist.",
 )
@@ -55,7 +57,9 @@ thumbnails_checks = [
     )
 ]
 
-thumbnails_job = dg.define_asset_job("thumbnails", selection=[taxon_images])
+thumbnails_job = dg.define_asset_job(
+    "thumbnails", selection=[taxon_images], tags=job_tags("thumbnails")
+)
 
 
 def thumbnails_schedule(cron: str, timezone: str) -> dg.ScheduleDefinition:

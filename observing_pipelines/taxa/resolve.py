@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -69,6 +69,8 @@ class ResolveOptions:
     kingdom: str | None = None
     batch_size: int = 200
     max_concurrency: int = 4
+    force_names: frozenset[str] = frozenset()
+    """Normalised names asked of GBIF afresh, past memo, cache and backoff ("re-resolve")."""
 
 
 @dataclass
@@ -127,6 +129,10 @@ class Lookup:
     stamp_targets: list[Any]
     ref: TaxonRef | None = None
     answer: Resolution | None = None
+
+    @property
+    def normal(self) -> str:
+        return normalise_name(self.subject)
 
     def describe(self) -> str:
         where = f" ({self.kingdom})" if self.kingdom else ""
@@ -315,9 +321,11 @@ class TaxaResolver:
             len(lookups),
         )
         names = _Pass(self, "name", self.report.names, lookups)
-        pending = names.triage(lookups, lambda lookup: name_problem(lookup.subject))
+        forced = [lookup for lookup in lookups if lookup.normal in self.options.force_names]
+        usual = [lookup for lookup in lookups if lookup.normal not in self.options.force_names]
+        pending = names.triage(usual, lambda lookup: name_problem(lookup.subject))
         self._answer_names_from_cache(pending)
-        names.fetch(names.settle_cached(pending), self._ask_gbif_by_name)
+        names.fetch(names.settle_cached(pending) + forced, self._ask_gbif_by_name)
         names.finish("Name pass complete")
 
     def _answer_names_from_cache(self, lookups: list[Lookup]) -> None:
@@ -404,6 +412,26 @@ class TaxaResolver:
         key = lookup.ref.gbif_key() if lookup.ref else None
         assert key is not None
         return judge_match(self.gbif.match_usage_key(key))
+
+
+def forget_answers(
+    conn: Connection, names: Sequence[str], taxon_keys: Sequence[int]
+) -> frozenset[str]:
+    """ "Re-resolve taxon X": unstamp the identifications with these names or keys and drop the
+    remembered answers, so the next pass asks GBIF again. Returns the normalised names to force
+    past the taxa cache (`ResolveOptions.force_names`)."""
+    with conn:
+        stamped = app_tables.names_stamped_with(conn, taxon_keys)
+        forced = frozenset(normalise_name(n) for n in [*names, *stamped] if normalise_name(n))
+        app_tables.take_write_lock(conn)
+        unstamped = app_tables.unstamp(conn, sorted(forced), taxon_keys)
+        forgotten = state.forget_resolutions(conn, sorted(forced), taxon_keys)
+    log.info(
+        "Re-resolve: %d identifications unstamped, %d remembered answers dropped",
+        unstamped,
+        forgotten,
+    )
+    return forced
 
 
 def _guarded(ask: Callable[[Lookup], Resolution], lookup: Lookup) -> Resolution:

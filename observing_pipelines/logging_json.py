@@ -1,0 +1,145 @@
+"""Log lines as Cloud Logging reads them: one JSON object per line on stdout.
+
+`severity`, `message` and `time` are the fields Cloud Logging maps; run id, job and step go in
+`logging.googleapis.com/labels`, so a run's lines can be filtered together. Dagster's own records
+carry those in `dagster_meta`. Known secret values (database passwords, the IUCN token) are
+replaced by `***` in every line, whatever logged them.
+
+Wired in three places: `dagster.yaml` (`python_logs.dagster_handler_config`) for every line of a
+run, `relay_process_logs` for the daemon's and webserver's own output, and `event_logger()` for
+the few lines written outside a run (the dead-letter sensor).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import sys
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import IO, Any
+from urllib.parse import urlsplit
+
+LABEL_KEYS = ("run_id", "job_name", "step_key")
+SECRET_VARIABLES = (
+    "DB_PASSWORD",
+    "IUCN_API_TOKEN",
+    "JOBS_RUNTIME_PASSWORD",
+    "DAGSTER_GRAPHQL_AUTHORIZATION",
+)
+_SEVERITIES = {"warn": "WARNING", "fatal": "CRITICAL", "exception": "ERROR"}
+
+
+def known_secrets(environ: dict[str, str] | None = None) -> list[str]:
+    """Secret values this process knows, longest first (so no secret is half replaced)."""
+    env = os.environ if environ is None else environ
+    values = [env.get(name, "") for name in SECRET_VARIABLES]
+    url = env.get("DATABASE_URL", "")
+    if url:
+        with contextlib.suppress(ValueError):
+            values.append(urlsplit(url).password or "")
+    return sorted({v for v in values if len(v) >= 4}, key=len, reverse=True)
+
+
+def scrub(text: str, secrets: Iterable[str]) -> str:
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return text
+
+
+def cloud_logging_line(
+    severity: str,
+    message: str,
+    *,
+    time: datetime | None = None,
+    logger: str | None = None,
+    labels: dict[str, str] | None = None,
+    secrets: Iterable[str] = (),
+    **extra: Any,
+) -> str:
+    payload: dict[str, Any] = {
+        "severity": _SEVERITIES.get(severity.lower(), severity.upper()),
+        "message": scrub(message, secrets),
+        "time": (time or datetime.now(UTC)).isoformat(),
+    }
+    if logger:
+        payload["logger"] = logger
+    if labels:
+        payload["logging.googleapis.com/labels"] = labels
+    payload |= extra
+    return json.dumps(payload, default=str)
+
+
+class CloudLoggingFormatter(logging.Formatter):
+    """A `logging.Formatter` for Dagster's handlers and ours."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets = known_secrets()
+
+    def format(self, record: logging.LogRecord) -> str:
+        meta = getattr(record, "dagster_meta", None) or {}
+        message = meta.get("orig_message") or record.getMessage()
+        if record.exc_info:
+            message = f"{message}\n{self.formatException(record.exc_info)}"
+        labels = {key: str(meta[key]) for key in LABEL_KEYS if meta.get(key)}
+        extra = {}
+        event = meta.get("dagster_event")
+        if event is not None:
+            extra["dagster_event_type"] = str(getattr(event, "event_type_value", ""))
+        return cloud_logging_line(
+            record.levelname,
+            message,
+            time=datetime.fromtimestamp(record.created, UTC),
+            logger=record.name,
+            labels=labels or None,
+            secrets=self.secrets,
+            **extra,
+        )
+
+
+def event_logger() -> logging.Logger:
+    """A logger writing JSON lines straight to stdout, outside Dagster's capture (for sensors)."""
+    logger = logging.getLogger("observing_pipelines_events")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(CloudLoggingFormatter())
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+    return logger
+
+
+def relay_process_logs(lines: Iterable[str], out: IO[str], process: str) -> None:
+    """Rewrite the daemon's or webserver's own log lines as Cloud Logging JSON.
+
+    Their `--log-format json` writes `{"event", "level", "timestamp", "logger"}`, which Cloud
+    Logging does not map to severity; anything else they print (a traceback) is passed on as
+    one line each, at ERROR for tracebacks, INFO otherwise.
+    """
+    secrets = known_secrets()
+    for raw in lines:
+        text = raw.rstrip("\n")
+        if not text.strip():
+            continue
+        try:
+            record = json.loads(text)
+        except ValueError:
+            record = None
+        if isinstance(record, dict) and "event" in record:
+            line = cloud_logging_line(
+                str(record.get("level", "info")),
+                str(record["event"]),
+                logger=str(record.get("logger", process)),
+                labels={"process": process},
+                secrets=secrets,
+            )
+        else:
+            severity = "ERROR" if text.startswith(("Traceback", "  File", "    ")) else "INFO"
+            line = cloud_logging_line(
+                severity, text, logger=process, labels={"process": process}, secrets=secrets
+            )
+        out.write(line + "\n")
+        out.flush()
