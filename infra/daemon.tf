@@ -68,5 +68,8 @@ resource "google_cloud_run_v2_worker_pool" "daemon" {
     ignore_changes = [scaling[0].scaling_mode]
   }
 
-  depends_on = [google_secret_manager_secret_iam_member.jobs_db_password]
+  depends_on = [
+    google_secret_manager_secret_iam_member.jobs_db_password,
+    google_secret_manager_secret_iam_member.iucn_token,
+  ]
 }

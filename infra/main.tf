@@ -34,6 +34,6 @@ locals {
   )
   secret_env = merge(
     { DB_PASSWORD = google_secret_manager_secret.jobs_db_password.secret_id },
-    var.iucn_token_enabled ? { IUCN_API_TOKEN = google_secret_manager_secret.iucn_token[0].secret_id } : {},
+    var.iucn_token_enabled ? { IUCN_API_TOKEN = google_secret_manager_secret.iucn_token.secret_id } : {},
   )
 }

@@ -11,7 +11,7 @@ resource "google_cloud_run_v2_job" "migrate" {
     task_count = 1
 
     template {
-      service_account = google_service_account.pipelines.email
+      service_account = google_service_account.migrate.email
       max_retries     = 0
       timeout         = "600s"
 

@@ -25,8 +25,8 @@ resource "google_secret_manager_secret_version" "jobs_db_password" {
 }
 
 # The IUCN token's value is added out of band (`gcloud secrets versions add`), never in state.
+# The secret always exists, so its value can be added before `iucn_token_enabled` is turned on.
 resource "google_secret_manager_secret" "iucn_token" {
-  count     = var.iucn_token_enabled ? 1 : 0
   project   = var.project_id
   secret_id = "observing-pipelines-iucn-token"
 

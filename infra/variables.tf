@@ -38,9 +38,9 @@ variable "admin_database_url_secret" {
 }
 
 variable "iucn_token_enabled" {
-  description = "Create the IUCN token secret and pass it to the jobs (add its value out of band). Without it, conservation status comes from GBIF."
+  description = "Pass the IUCN token secret to the jobs. Add the secret's first version (gcloud secrets versions add) before turning this on: Cloud Run refuses a revision whose secret has none. Without it, conservation status comes from GBIF."
   type        = bool
-  default     = true
+  default     = false
 }
 
 variable "webserver_accessors" {

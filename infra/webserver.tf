@@ -102,7 +102,10 @@ resource "google_cloud_run_v2_service" "webserver" {
     }
   }
 
-  depends_on = [google_secret_manager_secret_iam_member.jobs_db_password]
+  depends_on = [
+    google_secret_manager_secret_iam_member.jobs_db_password,
+    google_secret_manager_secret_iam_member.iucn_token,
+  ]
 }
 
 # IAP's service agent is the only invoker of the service itself.

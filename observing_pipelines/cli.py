@@ -18,6 +18,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -32,7 +33,7 @@ from observing_pipelines.db.connection import (
 )
 from observing_pipelines.logging_json import relay_process_logs
 from observing_pipelines.resources import build_resources
-from observing_pipelines.settings import Settings
+from observing_pipelines.settings import GraphqlSettings, Settings
 from observing_pipelines.taxa.resolve import ResolveOptions, TaxaResolver
 
 log = logging.getLogger("observing_pipelines.cli")
@@ -46,7 +47,11 @@ def main(argv: list[str] | None = None) -> int:
 
     resolve = commands.add_parser("resolve-taxa", help="one resolve_taxa pass, without Dagster")
     resolve.add_argument("--dry-run", action="store_true", help="no HTTP call, no write")
-    resolve.add_argument("--limit", type=_positive, help="at most N distinct pairs per pass")
+    resolve.add_argument(
+        "--limit",
+        type=_positive,
+        help="ask upstream about at most N names (and N taxonIDs) per pass",
+    )
     resolve.add_argument(
         "--rate-limit-ms",
         type=_non_negative,
@@ -79,6 +84,22 @@ def main(argv: list[str] | None = None) -> int:
 
     daemon = commands.add_parser("daemon", help="dagster-daemon for the container")
     daemon.set_defaults(handler=_daemon)
+
+    trigger = commands.add_parser(
+        "trigger", help="launch a job through the webserver's GraphQL API (the run queue)"
+    )
+    trigger.add_argument("job", help="resolve_taxa, thumbnails, conservation_status, ...")
+    trigger.add_argument("--config", type=Path, help="run config file (YAML or JSON)")
+    trigger.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="op config value (YAML: --set names='[Quercus robur]')",
+    )
+    trigger.add_argument("--wait", action="store_true", help="follow the run to its end")
+    trigger.add_argument("--timeout", type=_positive, default=3600, help="seconds --wait waits")
+    trigger.set_defaults(handler=_trigger)
 
     stop = commands.add_parser("stop-db", help="stop the embedded PostgreSQL that `dev` started")
     stop.set_defaults(handler=_stop_db)
@@ -220,6 +241,78 @@ def _serve(command: list[str], process: str) -> int:
 
 def _workspace() -> str:
     return os.environ.get("DAGSTER_WORKSPACE") or str(Path.cwd() / "workspace.yaml")
+
+
+def _trigger(args: argparse.Namespace, settings: Settings) -> int:
+    """Submit a run; print its id; with --wait, exit 0 on success, 1 otherwise."""
+    from dagster import DagsterRunStatus
+    from dagster_graphql import DagsterGraphQLClient, DagsterGraphQLClientError
+
+    try:
+        run_config = trigger_run_config(args.job, args.config, args.set)
+    except (KeyError, ValueError) as error:
+        log.error("%s", error)
+        return EXIT_NO_DATABASE  # a usage error, like argparse's own exit 2
+    graphql = settings.graphql
+    client = DagsterGraphQLClient(
+        graphql.host,
+        port_number=graphql.port,
+        use_https=graphql.https,
+        path_prefix=graphql.path_prefix,
+        headers={"Authorization": graphql.authorization} if graphql.authorization else None,
+    )
+    try:
+        run_id = client.submit_job_execution(
+            args.job,
+            repository_location_name=LOCATION,
+            run_config=run_config,
+            tags={"observing/triggered_by": "cli"},
+        )
+    except DagsterGraphQLClientError as error:
+        log.error("Could not launch %s: %s", args.job, redact_message(str(error), graphql))
+        return EXIT_FAILED
+    print(run_id, flush=True)
+    if not args.wait:
+        return EXIT_OK
+    finished = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
+    deadline = time.monotonic() + args.timeout
+    status = client.get_run_status(run_id)
+    while status not in finished and time.monotonic() < deadline:
+        time.sleep(2)
+        status = client.get_run_status(run_id)
+    print(status.value, flush=True)
+    return EXIT_OK if status == DagsterRunStatus.SUCCESS else EXIT_FAILED
+
+
+LOCATION = "observing_pipelines"
+
+
+def trigger_run_config(job: str, config_file: Path | None, assignments: list[str]) -> dict:
+    """Run config from a file plus `key=value` op config for the job's one asset."""
+    import yaml
+
+    from observing_pipelines.definitions import defs
+
+    try:
+        job_def = defs.resolve_job_def(job)
+    except Exception as error:
+        raise KeyError(f"no job {job!r} in the code location") from error
+    (asset_key,) = job_def.asset_layer.executable_asset_keys  # each job materializes one asset
+    op_name = "__".join(asset_key.path)
+    run_config = yaml.safe_load(config_file.read_text()) if config_file else {}
+    if not isinstance(run_config, dict):
+        raise ValueError(f"{config_file} holds no run config mapping")
+    op_config = run_config.setdefault("ops", {}).setdefault(op_name, {}).setdefault("config", {})
+    for assignment in assignments:
+        key, sep, value = assignment.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set takes KEY=VALUE, got {assignment!r}")
+        op_config[key.strip()] = yaml.safe_load(value)
+    return run_config
+
+
+def redact_message(message: str, graphql: GraphqlSettings) -> str:
+    return message.replace(graphql.authorization, "***") if graphql.authorization else message
 
 
 def _stop_db(args: argparse.Namespace, settings: Settings) -> int:

@@ -110,6 +110,7 @@ class IucnResource(HttpApiResource):
 def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
     http = settings.http
     shared = {
+        "timeout_seconds": http.timeout_seconds,
         "user_agent": http.user_agent,
         "max_attempts": http.max_attempts,
         "max_retry_after_seconds": http.max_retry_after_seconds,
@@ -118,7 +119,6 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
         "app_db": AppDatabaseResource(),
         "gbif": GbifResource(
             base_url=settings.gbif_base_url,
-            timeout_seconds=http.timeout_seconds,
             min_interval_ms=settings.gbif_min_interval_ms,
             max_concurrency=settings.gbif_max_concurrency,
             **shared,
@@ -126,7 +126,7 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
         "wikidata": WikidataResource(
             base_url=settings.wikidata_sparql_url,
             min_interval_ms=settings.wikidata_min_interval_ms,
-            **shared,
+            **(shared | {"timeout_seconds": max(http.timeout_seconds, 60.0)}),  # WDQS: up to 60 s
         ),
         "commons": CommonsResource(base_url=settings.commons_api_url, **shared),
         "iucn": IucnResource(

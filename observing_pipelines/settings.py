@@ -50,9 +50,21 @@ class HttpSettings:
 
 
 @dataclass(frozen=True)
+class GraphqlSettings:
+    """Where `observing-pipelines trigger` reaches the webserver's GraphQL API."""
+
+    host: str = "127.0.0.1"
+    port: int = 3000
+    path_prefix: str = ""
+    https: bool = False
+    authorization: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
 class Settings:
     database: DatabaseSettings
     http: HttpSettings
+    graphql: GraphqlSettings = field(default_factory=GraphqlSettings)
     gbif_base_url: str = "https://api.gbif.org"
     gbif_min_interval_ms: int = 100
     gbif_max_concurrency: int = 4
@@ -88,9 +100,17 @@ class Settings:
             max_attempts=_integer(env, "HTTP_MAX_ATTEMPTS", 5),
             max_retry_after_seconds=_number(env, "HTTP_MAX_RETRY_AFTER_SECONDS", 120.0),
         )
+        graphql = GraphqlSettings(
+            host=_text(env, "DAGSTER_GRAPHQL_HOST") or GraphqlSettings.host,
+            port=_integer(env, "DAGSTER_GRAPHQL_PORT", GraphqlSettings.port),
+            path_prefix=_text(env, "DAGSTER_GRAPHQL_PATH_PREFIX") or "",
+            https=(_text(env, "DAGSTER_GRAPHQL_HTTPS") or "false").lower() == "true",
+            authorization=_text(env, "DAGSTER_GRAPHQL_AUTHORIZATION"),
+        )
         return cls(
             database=database,
             http=http,
+            graphql=graphql,
             gbif_base_url=_text(env, "GBIF_BASE_URL") or cls.gbif_base_url,
             gbif_min_interval_ms=_integer(env, "GBIF_RATE_LIMIT_MS", cls.gbif_min_interval_ms),
             gbif_max_concurrency=_integer(env, "GBIF_MAX_CONCURRENCY", cls.gbif_max_concurrency),

@@ -71,6 +71,21 @@ def test_changes_are_applied_logged_and_restamped(conn, stamped, fake_gbif, gbif
         5219436,
         match_body("EXACT", fakes.PANTHERA_UNCIA, fakes.PANTHERA_LINEAGE, accepted=renamed_lion),
     )
+    first = check_freshness(conn, gbif_client, FreshnessOptions(top_n=10))
+    assert keys(conn, stamped) == [9206251, 9206251, 5219404, 5219404, 1427007]  # gone: once only
+    assert first.metadata() | {"seconds": 0} == {
+        "taxa_seen": 4,
+        "taxa_changed": 2,
+        "taxa_unchanged": 1,
+        "taxa_failed": 0,
+        "http_calls": 4,
+        "seconds": 0,
+        "identifications_restamped": 1,
+        "keys_gone": 0,
+        "gone_unconfirmed": 1,
+    }
+    with conn, conn.cursor() as cur:  # the confirmation is due
+        cur.execute("UPDATE pipelines.job_item_failures SET next_attempt_at = now()")
     report = check_freshness(conn, gbif_client, FreshnessOptions(top_n=10))
     assert keys(conn, stamped) == [9206251, 9206251, 5219404, 5219404, None]
     logged = changes(conn)
@@ -113,14 +128,15 @@ def test_changes_are_applied_logged_and_restamped(conn, stamped, fake_gbif, gbif
         )
         assert cur.fetchall() == [(5219404, 2), (9206251, 2), (None, 1)]
     assert report.metadata() | {"seconds": 0} == {
-        "taxa_seen": 4,
-        "taxa_changed": 3,
-        "taxa_unchanged": 1,
+        "taxa_seen": 1,
+        "taxa_changed": 1,
+        "taxa_unchanged": 0,
         "taxa_failed": 0,
-        "http_calls": 4,
+        "http_calls": 1,
         "seconds": 0,
-        "identifications_restamped": 2,
+        "identifications_restamped": 1,
         "keys_gone": 1,
+        "gone_unconfirmed": 0,
     }
     with conn:
         assert app_tables.count_violations(conn, "stamps_on_unusable_taxa") == 0

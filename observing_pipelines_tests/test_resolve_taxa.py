@@ -336,7 +336,9 @@ def test_limit_bounds_each_pass(conn, world, run_pass):
         conn, ("Helianthus annuus", "Plantae"), ("Aaasdfadsf", None), ("Calopteryx", "Animalia")
     )
     report = run_pass(limit=2)
-    assert report.names.seen == 2
+    assert report.names.seen == 3 and world.calls == 2  # the third name waits for the next pass
+    report = run_pass(limit=2)
+    assert world.calls == 3 and (report.names.seen, report.names.skipped_backoff) == (2, 1)
 
 
 def test_edited_name_is_resolved_again(conn, world, run_pass):

@@ -7,7 +7,8 @@
 #   terraform plan -generate-config-out=generated.tf \
 #     -var project_id=PROJECT -var scheduler_job=NAME -var run_job=NAME
 #   terraform apply  ...same -var flags...   # imports only: the plan must show 0 to add/change
-#   terraform destroy ...same -var flags...  # deletes the scheduler job, then the Cloud Run Job
+#   terraform destroy -target=google_cloud_scheduler_job.legacy_resolve_taxa ...same -var flags...
+#   terraform destroy ...same -var flags...  # then the Cloud Run Job, no longer fired by anyone
 #
 # Only after the Dagster daemon has run resolve_taxa green for a day (see README "Deploy").
 

@@ -102,6 +102,15 @@ def parse_imageinfo(body: Any) -> dict[str, CommonsImage]:
     return images
 
 
+def busy_signal(body: Any) -> str | None:
+    """MediaWiki's "busy, come back later" errors arrive with HTTP 200 (`maxlag`, rate limits)."""
+    error = body.get("error") if isinstance(body, dict) else None
+    code = error.get("code") if isinstance(error, dict) else None
+    if code in ("maxlag", "ratelimited"):
+        return f"{code}: {error.get('info', 'try again later')}"
+    return None
+
+
 class CommonsClient:
     def __init__(self, http: PoliteHttpClient) -> None:
         self.http = http
@@ -133,7 +142,8 @@ class CommonsClient:
             }
             if with_metadata:
                 params["iiextmetadatafilter"] = EXTMETADATA
-            by_title = parse_imageinfo(self.http.request_json("GET", "", params=params))
+            body = self.http.request_json("GET", "", params=params, busy_signal=busy_signal)
+            by_title = parse_imageinfo(body)
             for name in batch:
                 if (image := by_title.get(file_title(name))) is not None:
                     found[name] = image

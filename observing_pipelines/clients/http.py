@@ -20,6 +20,7 @@ import logging
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -135,11 +136,13 @@ class PoliteHttpClient:
         params: dict[str, Any] | None = None,
         data: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
+        busy_signal: Callable[[Any], str | None] | None = None,
     ) -> Any:
         """Send with retries; return the decoded JSON body.
 
-        Raises `UpstreamNotFound` on 404 and `UpstreamError` on any other failure that retries
-        did not cure.
+        `busy_signal` reads a 200 body for a service's own "come back later" (MediaWiki answers
+        `maxlag` that way); a message from it is retried like a 503. Raises `UpstreamNotFound`
+        on 404 and `UpstreamError` on any other failure that retries did not cure.
         """
         url = f"{self.base_url}/{path.lstrip('/')}" if path else self.base_url
         retrying = Retrying(
@@ -150,7 +153,7 @@ class PoliteHttpClient:
             reraise=True,
         )
         try:
-            return retrying(self._send_once, method, url, params, data, headers)
+            return retrying(self._send_once, method, url, params, data, headers, busy_signal)
         except RetryableError as error:
             raise UpstreamError(self.service, str(error).split(": ", 1)[-1], error.status) from None
 
@@ -161,6 +164,7 @@ class PoliteHttpClient:
         params: dict[str, Any] | None,
         data: dict[str, Any] | None,
         headers: dict[str, str] | None,
+        busy_signal: Callable[[Any], str | None] | None,
     ) -> Any:
         with self._in_flight:
             self._wait_for_pause()
@@ -185,7 +189,11 @@ class PoliteHttpClient:
                 raise RetryableError(
                     self.service, f"connection failed: {type(error).__name__}"
                 ) from None
-        return self._decode(response)
+        body = self._decode(response)
+        if busy_signal is not None and (busy := busy_signal(body)):
+            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            raise RetryableError(self.service, busy, response.status_code, retry_after)
+        return body
 
     def _decode(self, response: requests.Response) -> Any:
         status = response.status_code

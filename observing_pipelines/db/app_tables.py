@@ -71,9 +71,7 @@ def take_write_lock(conn: Connection) -> None:
         cur.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK_KEY,))
 
 
-def pending_name_pairs(
-    conn: Connection, limit: int | None, kingdom: str | None = None
-) -> list[NamePair]:
+def pending_name_pairs(conn: Connection, kingdom: str | None = None) -> list[NamePair]:
     """Distinct (name, kingdom) of identifications not yet stamped (today's name-pass query)."""
     with conn.cursor() as cur:
         cur.execute(
@@ -82,14 +80,13 @@ def pending_name_pairs(
             WHERE accepted_taxon_key IS NULL AND scientific_name <> ''
               AND (%(kingdom)s::text IS NULL OR lower(kingdom) = lower(%(kingdom)s))
             ORDER BY scientific_name, kingdom
-            LIMIT %(limit)s
             """,
-            {"kingdom": kingdom, "limit": limit},
+            {"kingdom": kingdom},
         )
         return [NamePair(name, kingdom) for name, kingdom in cur.fetchall()]
 
 
-def pending_taxon_ids(conn: Connection, limit: int | None, kingdom: str | None = None) -> list[str]:
+def pending_taxon_ids(conn: Connection, kingdom: str | None = None) -> list[str]:
     """Distinct taxonID URIs of identifications still unstamped after the name pass."""
     with conn.cursor() as cur:
         cur.execute(
@@ -98,9 +95,8 @@ def pending_taxon_ids(conn: Connection, limit: int | None, kingdom: str | None =
             WHERE accepted_taxon_key IS NULL AND taxon_id IS NOT NULL AND taxon_id <> ''
               AND (%(kingdom)s::text IS NULL OR lower(kingdom) = lower(%(kingdom)s))
             ORDER BY taxon_id
-            LIMIT %(limit)s
             """,
-            {"kingdom": kingdom, "limit": limit},
+            {"kingdom": kingdom},
         )
         return [uri for (uri,) in cur.fetchall()]
 
@@ -347,10 +343,10 @@ def taxa_due(
 
 
 def hot_stale_taxa(
-    conn: Connection, top_n: int, recent_days: int, stale_days: int, limit: int
+    conn: Connection, job: str, top_n: int, recent_days: int, stale_days: int, limit: int
 ) -> list[TaxonRow]:
     """Cached taxa identifications point at most (top N) or lately (last D days), not fetched
-    for `stale_days`, stalest first."""
+    for `stale_days`, stalest first; those whose last re-check failed wait out its backoff."""
     with conn.cursor() as cur:
         cur.execute(
             f"""
@@ -364,14 +360,24 @@ def hot_stale_taxa(
                 WHERE accepted_taxon_key IS NOT NULL
                   AND date_identified > now() - make_interval(days => %(recent_days)s)
             )
-            SELECT {_TAXA_COLUMN_SQL} FROM ingester.taxa
-            WHERE taxon_key IN (SELECT key FROM top UNION SELECT key FROM recent)
-              AND fetched_at < now() - make_interval(days => %(stale_days)s)
-              AND status <> 'NOT_FOUND'
-            ORDER BY fetched_at, taxon_key
+            SELECT {", ".join(f"t.{c}" for c in _TAXA_COLUMN_SQL.split(", "))}
+            FROM ingester.taxa t
+            LEFT JOIN pipelines.job_item_failures f
+                ON f.job = %(job)s AND f.item_key = t.taxon_key
+            WHERE t.taxon_key IN (SELECT key FROM top UNION SELECT key FROM recent)
+              AND t.fetched_at < now() - make_interval(days => %(stale_days)s)
+              AND t.status <> 'NOT_FOUND'
+              AND (f.item_key IS NULL OR f.next_attempt_at <= now())
+            ORDER BY t.fetched_at, t.taxon_key
             LIMIT %(limit)s
             """,
-            {"top_n": top_n, "recent_days": recent_days, "stale_days": stale_days, "limit": limit},
+            {
+                "top_n": top_n,
+                "recent_days": recent_days,
+                "stale_days": stale_days,
+                "limit": limit,
+                "job": job,
+            },
         )
         return [TaxonRow(*row) for row in cur.fetchall()]
 

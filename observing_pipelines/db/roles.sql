@@ -10,9 +10,13 @@
 DO $$
 BEGIN
     IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'jobs_runtime') THEN
-        CREATE ROLE jobs_runtime LOGIN;  -- Cloud SQL: created with its password by infra/
+        CREATE ROLE jobs_runtime LOGIN;  -- its password: `migrate` sets JOBS_RUNTIME_PASSWORD
     END IF;
 END $$;
+
+-- On Cloud SQL the admin is no superuser: it may hand objects to jobs_runtime, and keep
+-- migrating them afterwards, only as a member of the role.
+GRANT jobs_runtime TO CURRENT_USER;
 
 ALTER SCHEMA dagster OWNER TO jobs_runtime;
 ALTER SCHEMA pipelines OWNER TO jobs_runtime;
@@ -48,6 +52,8 @@ GRANT EXECUTE ON FUNCTION pipelines.refresh_community_ids() TO jobs_runtime;
 -- The app's tables (present wherever the app runs; skipped on a database without them):
 -- read identifications and occurrences, stamp keys, maintain the taxa cache.
 DO $$
+DECLARE
+    view_owner name;
 BEGIN
     IF to_regclass('ingester.community_ids') IS NULL THEN
         RAISE NOTICE 'no ingester tables here: skipping the grants on them';
@@ -58,9 +64,10 @@ BEGIN
         ingester.community_ids TO jobs_runtime;
     GRANT UPDATE (accepted_taxon_key, indexed_at) ON ingester.identifications TO jobs_runtime;
     GRANT INSERT, UPDATE ON ingester.taxa TO jobs_runtime;
-    EXECUTE format('ALTER FUNCTION pipelines.refresh_community_ids() OWNER TO %I',
-        (SELECT matviewowner FROM pg_matviews
-         WHERE schemaname = 'ingester' AND matviewname = 'community_ids'));
+    SELECT matviewowner INTO view_owner FROM pg_matviews
+    WHERE schemaname = 'ingester' AND matviewname = 'community_ids';
+    EXECUTE format('GRANT %I TO CURRENT_USER', view_owner);  -- as above, for a non-superuser
+    EXECUTE format('ALTER FUNCTION pipelines.refresh_community_ids() OWNER TO %I', view_owner);
 END $$;
 
 DO $$

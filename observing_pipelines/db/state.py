@@ -320,3 +320,17 @@ def forget_resolutions(conn: Connection, names: Sequence[str], keys: Sequence[in
             ([n.casefold() for n in names], list(keys), list(keys)),
         )
         return cur.rowcount
+
+
+def last_failures(conn: Connection, job: str, keys: Iterable[int]) -> dict[int, str]:
+    """The last recorded error of each of these items that is currently failing."""
+    wanted = sorted(set(keys))
+    if not wanted:
+        return {}
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT item_key, last_error FROM pipelines.job_item_failures "
+            "WHERE job = %s AND item_key = ANY(%s)",
+            (job, wanted),
+        )
+        return dict(cur.fetchall())

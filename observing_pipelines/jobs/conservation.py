@@ -32,7 +32,8 @@ def taxon_conservation(
     config: ConservationConfig, app_db: AppDatabaseResource, gbif: GbifResource, iucn: IucnResource
 ) -> dg.MaterializeResult:
     iucn_client = iucn.get_client()
-    options = ConservationOptions(limit=config.limit, max_concurrency=iucn.max_concurrency)
+    source = iucn if iucn_client else gbif
+    options = ConservationOptions(limit=config.limit, max_concurrency=source.max_concurrency)
     with app_db.connect() as conn:
         report = sync_conservation(conn, gbif.get_client(), iucn_client, options)
     return materialize_result(

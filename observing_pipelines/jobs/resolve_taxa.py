@@ -27,7 +27,7 @@ class ResolveTaxaConfig(dg.Config):
     dry_run: bool = False
     """Enumerate and consult the caches only: no HTTP call, no write, no refresh."""
     limit: int | None = None
-    """At most this many distinct (name, kingdom) pairs and taxonIDs per pass."""
+    """Ask GBIF about at most this many names (and as many taxonIDs) per pass."""
     kingdom: str | None = None
     """Only identifications of this kingdom (e.g. Plantae)."""
     names: list[str] = []

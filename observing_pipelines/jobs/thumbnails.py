@@ -41,7 +41,10 @@ def taxon_images(
 ) -> dg.MaterializeResult:
     for width in (config.small_width, config.large_width):
         if width not in STANDARD_WIDTHS:
-            raise dg.Failure(f"{width}px is not a Commons standard width {STANDARD_WIDTHS}")
+            raise dg.Failure(
+                f"{width}px is not a Commons standard width {STANDARD_WIDTHS}",
+                allow_retries=False,  # a config mistake: retrying cannot help
+            )
     options = ThumbnailOptions(config.limit, config.small_width, config.large_width)
     with app_db.connect() as conn:
         report = refresh_thumbnails(conn, wikidata.get_client(), commons.get_client(), options)

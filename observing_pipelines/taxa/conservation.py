@@ -29,6 +29,8 @@ from observing_pipelines.taxa.report import SyncReport
 log = logging.getLogger("observing_pipelines.conservation")
 
 JOB = "conservation_status"
+CHUNK = 100
+THREATENED = frozenset({"CR", "EN", "VU"})
 RECHECK = timedelta(days=30)
 RETRY_FIRST, RETRY_CAP = timedelta(days=1), timedelta(days=14)
 
@@ -57,11 +59,27 @@ def sync_conservation(
             return _from_iucn(iucn, taxon) if iucn else _from_gbif(gbif, taxon)
         except UpstreamError as error:
             return str(error)
+        except Exception as error:  # one odd answer must not sink the other taxa
+            log.exception("Unexpected failure for taxon %d", taxon.taxon_key)
+            return f"{type(error).__name__}: {error}"
 
+    report.extra = {"threatened": 0}
     with ThreadPoolExecutor(max_workers=max(options.max_concurrency, 1)) as pool:
-        answers = list(pool.map(look_up, due))
+        for start in range(0, len(due), CHUNK):  # saved a chunk at a time: a kill loses little
+            chunk = due[start : start + CHUNK]
+            answers = list(pool.map(look_up, chunk))
+            _save(conn, chunk, answers, report)
+    return report.finish(sum(client.calls for client in http) - calls_before)
+
+
+def _save(
+    conn: Connection,
+    chunk: list[DueTaxon],
+    answers: list[ConservationRow | str],
+    report: SyncReport,
+) -> None:
     rows = [a for a in answers if isinstance(a, ConservationRow)]
-    failures = [(t.taxon_key, a) for t, a in zip(due, answers, strict=True) if isinstance(a, str)]
+    failures = [(t.taxon_key, a) for t, a in zip(chunk, answers, strict=True) if isinstance(a, str)]
     for key, error in failures:
         report.fail(f"taxon {key}", error)
         log.warning("Conservation status failed for taxon %d: %s", key, error)
@@ -70,10 +88,10 @@ def sync_conservation(
         state.save_results(conn, [(row, RECHECK) for row in rows])
         state.clear_failures(conn, JOB, (row.taxon_key for row in rows))
         state.record_failures(conn, JOB, failures, RETRY_FIRST, RETRY_CAP)
-    report.changed = sum(before.get(row.taxon_key) != row for row in rows)
-    report.unchanged = len(rows) - report.changed
-    report.extra = {"threatened": sum(row.category in {"CR", "EN", "VU"} for row in rows)}
-    return report.finish(sum(client.calls for client in http) - calls_before)
+    changed = sum(before.get(row.taxon_key) != row for row in rows)
+    report.changed += changed
+    report.unchanged += len(rows) - changed
+    report.extra["threatened"] += sum(row.category in THREATENED for row in rows)
 
 
 def _from_gbif(gbif: GbifClient, taxon: DueTaxon) -> ConservationRow:

@@ -6,7 +6,9 @@ D days. Those not fetched for `stale_days` are asked again by key. When the name
 accepted key changed, or the key is gone, the cached rows are updated, a change-log row records
 old and new values and why, and identifications stamped with the key move to the new accepted
 key (or, for a key that is gone, are unstamped so resolve_taxa resolves their names again).
-Otherwise only `fetched_at` moves. `community_ids` is refreshed once if anything was re-stamped.
+A key GBIF does not know is only acted on when the next check (after the failure backoff) says
+so again. Otherwise only `fetched_at` moves. `community_ids` is refreshed once if anything was
+re-stamped.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ log = logging.getLogger("observing_pipelines.freshness")
 
 JOB = "backbone_freshness"
 COMPARED = ("scientific_name", "rank", "status", "accepted_taxon_key")
+GONE_ONCE = "GBIF no longer knows this key"
 RETRY_FIRST, RETRY_CAP = timedelta(hours=12), timedelta(days=7)
 
 
@@ -42,11 +45,13 @@ class FreshnessOptions:
 
 
 def check_freshness(conn: Connection, gbif: GbifClient, options: FreshnessOptions) -> SyncReport:
-    report = SyncReport(extra={"identifications_restamped": 0, "keys_gone": 0})
+    report = SyncReport(
+        extra={"identifications_restamped": 0, "keys_gone": 0, "gone_unconfirmed": 0}
+    )
     calls_before = gbif.http.calls
     with conn:
         hot = app_tables.hot_stale_taxa(
-            conn, options.top_n, options.recent_days, options.stale_days, options.limit
+            conn, JOB, options.top_n, options.recent_days, options.stale_days, options.limit
         )
     report.seen = len(hot)
     log.info("Backbone freshness: %d hot taxa to re-check", len(hot))
@@ -61,12 +66,23 @@ def check_freshness(conn: Connection, gbif: GbifClient, options: FreshnessOption
         answers = list(pool.map(ask, hot))
     unchanged: list[int] = []
     failures: list[tuple[int, str]] = []
+    with conn:
+        seen_gone = {
+            key
+            for key, error in state.last_failures(conn, JOB, (t.taxon_key for t in hot)).items()
+            if error.startswith(GONE_ONCE)
+        }
     for cached, answer in zip(hot, answers, strict=True):
         if isinstance(answer, str):
             failures.append((cached.taxon_key, answer))
             report.fail(f"taxon {cached.taxon_key}", answer)
             continue
         fresh = next((r for r in answer.rows if r.taxon_key == cached.taxon_key), None)
+        if fresh is None and cached.taxon_key not in seen_gone:
+            # One "no such key" could be a GBIF hiccup: unstamping on it would be costly.
+            failures.append((cached.taxon_key, f"{GONE_ONCE}; confirming on the next check"))
+            report.extra["gone_unconfirmed"] += 1
+            continue
         reasons = _differences(cached, fresh)
         if not reasons:
             unchanged.append(cached.taxon_key)

@@ -150,7 +150,8 @@ def binomial_parts(canonical: str) -> tuple[str, str, str | None] | None:
     "Gorilla gorilla diehli" and "Rosa canina var. dumalis" both give an infra name; a genus
     alone gives None.
     """
-    tokens = [t for t in tidy_name(canonical).split() if t.casefold() not in _INFRASPECIFIC_MARKERS]
+    markers = _INFRASPECIFIC_MARKERS | _HYBRID_MARKERS
+    tokens = [t for t in tidy_name(canonical).split() if t.casefold() not in markers]
     if len(tokens) < 2:
         return None
     return tokens[0], tokens[1], tokens[2] if len(tokens) > 2 else None

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -158,13 +158,17 @@ class _Pass:
         self._stamps: list[tuple[Any, int]] = []
 
     def triage(
-        self, lookups: list[Lookup], problem: Callable[[Lookup], str | None]
+        self,
+        lookups: list[Lookup],
+        problem: Callable[[Lookup], str | None],
+        *,
+        remembered: bool = True,
     ) -> list[Lookup]:
-        """Settle what needs no asking (remembered answers, backing-off failures, invalid
-        subjects); return the rest."""
+        """Settle what needs no asking (remembered answers and backing-off failures, unless
+        `remembered` is off, and invalid subjects); return the rest."""
         pending = []
         for lookup in lookups:
-            prior = self.priors.get(lookup.digest)
+            prior = self.priors.get(lookup.digest) if remembered else None
             if prior and prior.outcome == "resolved" and prior.accepted_taxon_key is not None:
                 self.tally.cache_hits += 1
                 self.settle(
@@ -187,7 +191,19 @@ class _Pass:
         return [lookup for lookup in lookups if lookup.answer is None]
 
     def fetch(self, lookups: list[Lookup], ask: Callable[[Lookup], Resolution]) -> None:
-        """Ask upstream for each lookup, a few at a time; every failure stays with its item."""
+        """Ask upstream for each lookup, a few at a time; every failure stays with its item.
+
+        `limit` caps what one pass asks upstream; the rest waits for the next pass. It applies
+        after triage, so subjects still backing off never crowd out the ones that can be asked.
+        """
+        if self.options.limit is not None and len(lookups) > self.options.limit:
+            log.info(
+                "%s pass: asking %d of %d now (limit); the rest on the next pass",
+                self.kind,
+                self.options.limit,
+                len(lookups),
+            )
+            lookups = lookups[: self.options.limit]
         if self.options.dry_run:
             for lookup in lookups:
                 self.tally.would_fetch += 1
@@ -198,18 +214,26 @@ class _Pass:
         workers = max(self.options.max_concurrency, 1)
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="resolve") as pool:
             futures = {pool.submit(_guarded, ask, lookup): lookup for lookup in lookups}
-            for done, future in enumerate(as_completed(futures), start=1):
-                self.settle(futures[future], future.result())
-                if done % PROGRESS_EVERY == 0:
-                    log.info(
-                        "%s pass progress: %d/%d processed, %d resolved, %d not found, %d errors",
-                        self.kind,
-                        done,
-                        len(lookups),
-                        self.tally.resolved,
-                        self.tally.not_found,
-                        self.tally.errors,
-                    )
+            try:
+                self._collect(futures, len(lookups))
+            except BaseException:
+                # A database failure while saving: stop asking GBIF for answers nobody keeps.
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+
+    def _collect(self, futures: dict[Future[Resolution], Lookup], total: int) -> None:
+        for done, future in enumerate(as_completed(futures), start=1):
+            self.settle(futures[future], future.result())
+            if done % PROGRESS_EVERY == 0:
+                log.info(
+                    "%s pass progress: %d/%d processed, %d resolved, %d not found, %d errors",
+                    self.kind,
+                    done,
+                    total,
+                    self.tally.resolved,
+                    self.tally.not_found,
+                    self.tally.errors,
+                )
 
     def settle(self, lookup: Lookup, answer: Resolution, *, remember: bool = True) -> None:
         """Count an answer and queue its writes (none in a dry run)."""
@@ -310,9 +334,7 @@ class TaxaResolver:
 
     def _name_pass(self) -> None:
         with self.conn:
-            pairs = app_tables.pending_name_pairs(
-                self.conn, self.options.limit, self.options.kingdom
-            )
+            pairs = app_tables.pending_name_pairs(self.conn, self.options.kingdom)
         lookups = _group_names(pairs)
         self.report.names.seen = len(lookups)
         log.info(
@@ -323,8 +345,10 @@ class TaxaResolver:
         names = _Pass(self, "name", self.report.names, lookups)
         forced = [lookup for lookup in lookups if lookup.normal in self.options.force_names]
         usual = [lookup for lookup in lookups if lookup.normal not in self.options.force_names]
-        pending = names.triage(usual, lambda lookup: name_problem(lookup.subject))
+        problem = lambda lookup: name_problem(lookup.subject)  # noqa: E731
+        pending = names.triage(usual, problem)
         self._answer_names_from_cache(pending)
+        forced = names.triage(forced, problem, remembered=False)
         names.fetch(names.settle_cached(pending) + forced, self._ask_gbif_by_name)
         names.finish("Name pass complete")
 
@@ -353,7 +377,7 @@ class TaxaResolver:
 
     def _taxon_id_pass(self) -> None:
         with self.conn:
-            uris = app_tables.pending_taxon_ids(self.conn, self.options.limit, self.options.kingdom)
+            uris = app_tables.pending_taxon_ids(self.conn, self.options.kingdom)
         lookups = [
             Lookup("taxon_id", subject_digest(uri), uri, None, [uri], ref=parse_taxon_uri(uri))
             for uri in uris
@@ -364,10 +388,10 @@ class TaxaResolver:
         pending = uri_pass.triage(
             lookups, lambda lookup: None if lookup.ref else "unrecognised taxonID URI"
         )
-        if not self.options.dry_run:
+        if not self.options.dry_run:  # a dry run makes no call, cross-walks included
             pending = self._crosswalk(pending, uri_pass)
-            self._answer_keys_from_cache(pending)
-            pending = uri_pass.settle_cached(pending)
+        self._answer_keys_from_cache(pending)
+        pending = uri_pass.settle_cached(pending)
         uri_pass.fetch(pending, self._ask_gbif_by_key)
         uri_pass.finish("taxon_id pass complete")
 
