@@ -128,7 +128,9 @@ def relay_process_logs(lines: Iterable[str], out: IO[str], process: str) -> None
             record = json.loads(text)
         except ValueError:
             record = None
-        if isinstance(record, dict) and "event" in record:
+        if isinstance(record, dict) and "severity" in record:  # a run's line, already ours
+            line = scrub(text, secrets)
+        elif isinstance(record, dict) and "event" in record:
             line = cloud_logging_line(
                 str(record.get("level", "info")),
                 str(record["event"]),

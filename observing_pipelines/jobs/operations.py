@@ -24,7 +24,12 @@ def dead_letter_sensor(context: dg.RunFailureSensorContext, app_db: AppDatabaseR
     run = context.dagster_run
     if run.tags.get(WILL_RETRY_TAG) == "true":
         return
-    error = context.failure_event.message or "run failed"
+    step_errors = [
+        f"{event.step_key}: {event.event_specific_data.error.message.strip()}"
+        for event in context.get_step_failure_events()
+        if event.event_specific_data and event.event_specific_data.error
+    ]
+    error = "; ".join([context.failure_event.message or "run failed", *step_errors])
     with app_db.connect() as conn, conn:
         recorded = state.record_dead_letter(
             conn,

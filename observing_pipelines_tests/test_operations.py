@@ -1,0 +1,306 @@
+"""Operating the jobs end to end: a real dagster-webserver and dagster-daemon on Postgres storage.
+
+The services are started the way the container starts them (`observing-pipelines webserver` and
+`daemon`), on free ports, against a fresh migrated database and local API stand-ins. The only
+change to the project's dagster.yaml is a 1-second dequeue interval, so the suite does not wait
+15 s per run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import psycopg2
+import pytest
+import requests
+import yaml
+from dagster import DagsterRunStatus
+from dagster_graphql import DagsterGraphQLClient
+from pytest_httpserver import HTTPServer
+
+from observing_pipelines.db import app_tables
+from observing_pipelines_tests import fakes
+from observing_pipelines_tests.conftest import PROJECT_ROOT, _admin, _with_database
+from observing_pipelines_tests.fakes import CommonsFile, FakeCommons, FakeGbif, FakeWikidata
+
+pytestmark = pytest.mark.timeout(600)
+FINISHED = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for(predicate, seconds: float, what: str):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if result := predicate():
+            return result
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class Services:
+    def __init__(self, tmp: Path, db_url: str, apis: dict[str, str]) -> None:
+        home = tmp / "dagster_home"
+        home.mkdir()
+        config = yaml.safe_load((PROJECT_ROOT / "dagster.yaml").read_text())
+        config["run_queue"]["dequeue_interval_seconds"] = 1
+        (home / "dagster.yaml").write_text(yaml.safe_dump(config))
+        self.port = free_port()
+        self.db_url = db_url
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("DB_", "DAGSTER_"))}
+        self.env |= apis | {
+            "DATABASE_URL": db_url,
+            "DAGSTER_HOME": str(home),
+            "DAGSTER_WORKSPACE": str(PROJECT_ROOT / "workspace.yaml"),
+            "PORT": str(self.port),
+            "DAGSTER_GRAPHQL_PORT": str(self.port),
+            "HTTP_MAX_ATTEMPTS": "3",
+        }
+        cli = str(Path(sys.executable).with_name("observing-pipelines"))
+        self.logs = {name: tmp / f"{name}.log" for name in ("webserver", "daemon")}
+        self.processes = [
+            subprocess.Popen(
+                [cli, name],
+                env=self.env,
+                cwd=tmp,
+                stdout=self.logs[name].open("w"),
+                stderr=subprocess.STDOUT,
+            )
+            for name in ("webserver", "daemon")
+        ]
+        self.client = DagsterGraphQLClient("127.0.0.1", port_number=self.port)
+
+    def server_info(self):
+        try:
+            return requests.get(f"http://127.0.0.1:{self.port}/server_info", timeout=2).json()
+        except requests.RequestException:
+            return None
+
+    def query(self, sql: str, params=()) -> list[tuple]:
+        conn = psycopg2.connect(self.db_url)
+        try:
+            with conn, conn.cursor() as cur:
+                cur.execute(sql, params)
+                return cur.fetchall()
+        finally:
+            conn.close()
+
+    def finish(self, run_id: str, seconds: float = 180) -> DagsterRunStatus:
+        def done():
+            status = self.client.get_run_status(run_id)
+            return status if status in FINISHED else None
+
+        return wait_for(done, seconds, f"run {run_id}")
+
+    def log_lines(self, name: str) -> list[dict]:
+        return [
+            json.loads(line) for line in self.logs[name].read_text().splitlines() if line.strip()
+        ]
+
+    def stop(self) -> None:
+        for process in self.processes:
+            process.terminate()
+        for process in self.processes:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+@pytest.fixture(scope="module")
+def services(tmp_path_factory, server_url, template_database):
+    name = f"op_ops_{uuid.uuid4().hex[:10]}"
+    _admin(server_url, f"CREATE DATABASE {name} TEMPLATE {template_database}")
+    db_url = _with_database(server_url, name)
+    servers = {
+        api: HTTPServer(host="127.0.0.1", threaded=True) for api in ("gbif", "wikidata", "commons")
+    }
+    for server in servers.values():
+        server.start()
+    gbif, wikidata = FakeGbif(servers["gbif"]), FakeWikidata(servers["wikidata"])
+    commons = FakeCommons(servers["commons"])
+    helianthus = fakes.match_body("EXACT", fakes.HELIANTHUS_ANNUUS, fakes.HELIANTHUS_LINEAGE)
+    gbif.add_name("Helianthus annuus", helianthus)
+    gbif.add_key(9206251, helianthus)
+    gbif.add_name(
+        "Panthera leo", fakes.match_body("EXACT", fakes.PANTHERA_LEO, fakes.PANTHERA_LINEAGE)
+    )
+    gbif.red_list[9206251] = {"category": "LEAST_CONCERN", "code": "LC"}
+    gbif.script("Helianthus annuus", fakes.json_response(["slow down"], 429, {"Retry-After": "1"}))
+    wikidata.images[9206251] = ("Q171497", [("Sunflower.jpg", "preferred")])
+    commons.files["Sunflower.jpg"] = CommonsFile()
+    conn = psycopg2.connect(db_url)
+    with conn:
+        app_tables.insert_identifications(
+            conn,
+            [
+                app_tables.NewIdentification(
+                    f"at://did:plc:t/identification/{n}",
+                    f"did:plc:u{n}",
+                    f"at://did:plc:t/occurrence/{n}",
+                    name,
+                    kingdom,
+                )
+                for n, (name, kingdom) in enumerate(
+                    [("Helianthus annuus", "Plantae"), ("Panthera leo", "Animalia")]
+                )
+            ],
+        )
+    conn.close()
+    running = Services(
+        tmp_path_factory.mktemp("ops"),
+        db_url,
+        {
+            "GBIF_BASE_URL": servers["gbif"].url_for(""),
+            "GBIF_RATE_LIMIT_MS": "0",
+            "WIKIDATA_SPARQL_URL": servers["wikidata"].url_for("/sparql"),
+            "WIKIDATA_RATE_LIMIT_MS": "0",
+            "COMMONS_API_URL": servers["commons"].url_for("/w/api.php"),
+        },
+    )
+    try:
+        wait_for(running.server_info, 120, "the webserver's /server_info")
+        yield running
+    finally:
+        running.stop()
+        for server in servers.values():
+            server.stop()
+        _admin(server_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def test_health_checks(services):
+    assert services.server_info()["dagster_webserver_version"]
+    beats = wait_for(
+        lambda: services.query("SELECT daemon_type FROM dagster.daemon_heartbeats"),
+        90,
+        "daemon heartbeats",
+    )
+    assert {"SCHEDULER", "SENSOR", "QUEUED_RUN_COORDINATOR", "BACKFILL"} <= {b for (b,) in beats}
+
+
+def test_every_job_through_graphql(services):
+    for job in ("resolve_taxa", "thumbnails", "conservation_status", "backbone_freshness"):
+        run_id = services.client.submit_job_execution(
+            job, repository_location_name="observing_pipelines"
+        )
+        assert services.finish(run_id) == DagsterRunStatus.SUCCESS, job
+    assert services.query(
+        "SELECT accepted_taxon_key FROM ingester.identifications ORDER BY uri"
+    ) == [(9206251,), (5219404,)]
+    assert services.query(
+        "SELECT status, thumb_small_width FROM pipelines.taxon_images WHERE taxon_key = 9206251"
+    ) == [("found", 120)]
+
+
+def test_cli_trigger_re_resolves_and_waits(services):
+    cli = str(Path(sys.executable).with_name("observing-pipelines"))
+    done = subprocess.run(
+        [
+            cli,
+            "trigger",
+            "resolve_taxa",
+            "--set",
+            "names=[Helianthus annuus]",
+            "--wait",
+            "--timeout",
+            "240",
+        ],
+        env=services.env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    run_id, status = done.stdout.split()
+    assert status == "SUCCESS"
+    (event,) = services.query(
+        "SELECT event FROM dagster.event_logs "
+        "WHERE run_id = %s AND dagster_event_type = 'ASSET_MATERIALIZATION'",
+        (run_id,),
+    )
+    assert '"names_resolved"' in event[0] and '"http_calls"' in event[0]
+    (asked_again,) = services.query(
+        "SELECT last_attempt_at > now() - interval '5 minutes' FROM pipelines.resolution_attempts "
+        "WHERE subject = 'Helianthus annuus'"
+    )
+    assert asked_again == (True,)  # forgotten, then asked of GBIF afresh
+    stamped = services.query("SELECT accepted_taxon_key FROM ingester.identifications ORDER BY uri")
+    assert stamped[0] == (9206251,)
+
+
+def test_kingdom_backfill_through_graphql(services):
+    mutation = """
+    mutation($p: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams: $p) {
+      __typename ... on LaunchBackfillSuccess { backfillId } ... on PythonError { message } } }"""
+    params = {
+        "assetSelection": [{"path": ["ingester", "identification_taxa_by_kingdom"]}],
+        "partitionNames": ["Plantae", "Fungi"],
+        "title": "backfill kingdoms",
+    }
+    answer = requests.post(
+        f"http://127.0.0.1:{services.port}/graphql",
+        json={"query": mutation, "variables": {"p": params}},
+        timeout=30,
+    ).json()
+    result = answer["data"]["launchPartitionBackfill"]
+    assert result["__typename"] == "LaunchBackfillSuccess", result
+    backfill = result["backfillId"]
+
+    def finished_runs():
+        rows = services.query(
+            "SELECT r.status FROM dagster.runs r JOIN dagster.run_tags t ON t.run_id = r.run_id "
+            "WHERE t.key = 'dagster/backfill' AND t.value = %s",
+            (backfill,),
+        )
+        return (
+            rows if len(rows) == 2 and all(s in ("SUCCESS", "FAILURE") for (s,) in rows) else None
+        )
+
+    assert wait_for(finished_runs, 240, "the backfill's runs") == [("SUCCESS",), ("SUCCESS",)]
+
+
+def test_failure_past_retries_becomes_a_dead_letter_and_a_json_error(services):
+    run_id = services.client.submit_job_execution(
+        "thumbnails",
+        repository_location_name="observing_pipelines",
+        run_config={"ops": {"pipelines__taxon_images": {"config": {"small_width": 321}}}},
+    )
+    assert services.finish(run_id) == DagsterRunStatus.FAILURE
+    letters = wait_for(
+        lambda: services.query(
+            "SELECT job_name, error FROM pipelines.dead_letters WHERE run_id = %s", (run_id,)
+        ),
+        120,
+        "the dead letter",
+    )
+    assert letters[0][0] == "thumbnails" and "321px" in letters[0][1]
+
+    def dead_letter_line():
+        return [
+            line
+            for line in services.log_lines("daemon")
+            if line["severity"] == "ERROR" and line["message"].startswith("Dead letter")
+        ]
+
+    (line,) = wait_for(dead_letter_line, 30, "the dead letter's log line")
+    assert line["logging.googleapis.com/labels"]["run_id"] == run_id
+
+
+def test_every_log_line_is_cloud_logging_json_and_retries_show(services):
+    for name in ("daemon", "webserver"):
+        lines = services.log_lines(name)
+        assert lines and all({"severity", "message", "time"} <= line.keys() for line in lines)
+    retries = [line for line in services.log_lines("daemon") if "retry 1/" in line["message"]]
+    assert retries and retries[0]["severity"] == "WARNING"
+    assert retries[0]["logging.googleapis.com/labels"]["job_name"] == "resolve_taxa"
