@@ -4,6 +4,7 @@ environment."""
 import dagster as dg
 
 from observing_pipelines.jobs import conservation, freshness, operations, resolve_taxa, thumbnails
+from observing_pipelines.logging_json import cloud_logging_logger
 from observing_pipelines.resources import build_resources
 from observing_pipelines.settings import Settings
 
@@ -38,4 +39,5 @@ defs = dg.Definitions(
     ],
     sensors=[operations.dead_letter_sensor],
     resources=build_resources(settings),
+    loggers={"console": cloud_logging_logger},  # replaces Dagster's coloured console output
 )

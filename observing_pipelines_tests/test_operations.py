@@ -301,6 +301,8 @@ def test_every_log_line_is_cloud_logging_json_and_retries_show(services):
     for name in ("daemon", "webserver"):
         lines = services.log_lines(name)
         assert lines and all({"severity", "message", "time"} <= line.keys() for line in lines)
+        plain = [line for line in lines if " - dagster - " in line["message"]]
+        assert not plain, plain[:3]  # no coloured console text passed off as a message
     retries = [line for line in services.log_lines("daemon") if "retry 1/" in line["message"]]
     assert retries and retries[0]["severity"] == "WARNING"
     assert retries[0]["logging.googleapis.com/labels"]["job_name"] == "resolve_taxa"
