@@ -17,6 +17,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -26,6 +27,12 @@ from urllib.parse import urlsplit
 import dagster as dg
 
 LABEL_KEYS = ("run_id", "job_name", "step_key")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_CONSOLE_LINE = re.compile(
+    r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4} - (?P<logger>\S+) - "
+    r"(?P<level>DEBUG|INFO|WARNING|ERROR|CRITICAL) - (?P<rest>.*)$"
+)
+_RUN_PREFIX = re.compile(r"^(?P<job>\S+) - (?P<run_id>[0-9a-f]{8}-[0-9a-f-]{27}) - ")
 SECRET_VARIABLES = (
     "DB_PASSWORD",
     "IUCN_API_TOKEN",
@@ -148,6 +155,18 @@ def relay_process_logs(lines: Iterable[str], out: IO[str], process: str) -> None
                 str(record["event"]),
                 logger=str(record.get("logger", process)),
                 labels={"process": process},
+                secrets=secrets,
+            )
+        elif console := _CONSOLE_LINE.match(_ANSI.sub("", text)):
+            # Dagster's coloured console format, from a run whose config selects no logger.
+            labels = {"process": process}
+            if run := _RUN_PREFIX.match(console["rest"]):
+                labels |= {"job_name": run["job"], "run_id": run["run_id"]}
+            line = cloud_logging_line(
+                console["level"],
+                console["rest"],
+                logger=console["logger"],
+                labels=labels,
                 secrets=secrets,
             )
         else:

@@ -25,9 +25,19 @@ def retry_policy(delay_seconds: int) -> dg.RetryPolicy:
 JOB_TAG = "observing/job"
 
 
-def job_tags(name: str) -> dict[str, str]:
-    """Run tags of a job: `dagster.yaml` allows one queued-or-running run per value."""
-    return {JOB_TAG: name}
+def asset_job(
+    name: str, asset: dg.AssetsDefinition, description: str | None = None
+) -> UnresolvedAssetJobDefinition:
+    """A job for one asset, tagged so `dagster.yaml` allows one queued-or-running run of it at
+    a time, and logging through the code location's JSON `console` logger (without a `loggers`
+    entry in its run config, Dagster would print coloured text instead)."""
+    return dg.define_asset_job(
+        name,
+        selection=[asset],
+        tags={JOB_TAG: name},
+        config={"loggers": {"console": {}}},
+        description=description,
+    )
 
 
 def schedule(

@@ -3,8 +3,8 @@
 import dagster as dg
 
 from observing_pipelines.jobs.common import (
+    asset_job,
     invariant_check,
-    job_tags,
     materialize_result,
     retry_policy,
     schedule,
@@ -50,9 +50,7 @@ conservation_checks = [
     )
 ]
 
-conservation_job = dg.define_asset_job(
-    "conservation_status", selection=[taxon_conservation], tags=job_tags("conservation_status")
-)
+conservation_job = asset_job("conservation_status", taxon_conservation)
 
 
 def conservation_schedule(cron: str, timezone: str) -> dg.ScheduleDefinition:

@@ -3,8 +3,8 @@
 import dagster as dg
 
 from observing_pipelines.jobs.common import (
+    asset_job,
     invariant_check,
-    job_tags,
     materialize_result,
     retry_policy,
     schedule,
@@ -57,9 +57,7 @@ freshness_checks = [
     )
 ]
 
-freshness_job = dg.define_asset_job(
-    "backbone_freshness", selection=[backbone_changes], tags=job_tags("backbone_freshness")
-)
+freshness_job = asset_job("backbone_freshness", backbone_changes)
 
 
 def freshness_schedule(cron: str, timezone: str) -> dg.ScheduleDefinition:

@@ -8,8 +8,8 @@ runs too. The asset stands for "identifications stamped with accepted GBIF keys,
 import dagster as dg
 
 from observing_pipelines.jobs.common import (
+    asset_job,
     invariant_check,
-    job_tags,
     materialize_result,
     retry_policy,
     schedule,
@@ -109,11 +109,10 @@ resolve_taxa_checks = [
     ),
 ]
 
-resolve_taxa_job = dg.define_asset_job(
+resolve_taxa_job = asset_job(
     "resolve_taxa",
-    selection=[identification_taxa],
-    tags=job_tags("resolve_taxa"),
-    description="Resolve identification names and taxonIDs to GBIF keys (today's Rust binary).",
+    identification_taxa,
+    "Resolve identification names and taxonIDs to GBIF keys (today's Rust binary).",
 )
 
 

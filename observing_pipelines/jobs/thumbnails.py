@@ -4,8 +4,8 @@ import dagster as dg
 
 from observing_pipelines.clients.commons import STANDARD_WIDTHS
 from observing_pipelines.jobs.common import (
+    asset_job,
     invariant_check,
-    job_tags,
     materialize_result,
     retry_policy,
     schedule,
@@ -60,9 +60,7 @@ thumbnails_checks = [
     )
 ]
 
-thumbnails_job = dg.define_asset_job(
-    "thumbnails", selection=[taxon_images], tags=job_tags("thumbnails")
-)
+thumbnails_job = asset_job("thumbnails", taxon_images)
 
 
 def thumbnails_schedule(cron: str, timezone: str) -> dg.ScheduleDefinition:
