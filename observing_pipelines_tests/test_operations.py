@@ -239,6 +239,20 @@ def test_cli_trigger_re_resolves_and_waits(services):
     assert stamped[0] == (9206251,)
 
 
+def test_every_job_through_the_cli(services):
+    cli = str(Path(sys.executable).with_name("observing-pipelines"))
+    for job in ("thumbnails", "conservation_status", "backbone_freshness"):
+        done = subprocess.run(
+            [cli, "trigger", job, "--set", "limit=10"],
+            env=services.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert services.finish(done.stdout.strip()) == DagsterRunStatus.SUCCESS, job
+
+
 def test_kingdom_backfill_through_graphql(services):
     mutation = """
     mutation($p: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams: $p) {
