@@ -201,15 +201,15 @@ def _webserver(args: argparse.Namespace, settings: Settings) -> int:
         "-h",
         "0.0.0.0",  # inside the container: Cloud Run and IAP sit in front
         "-p",
-        os.environ.get("PORT", "8080"),
+        str(settings.webserver_port),
         "-w",
-        _workspace(),
+        str(settings.workspace),
         "--log-format",
         "json",
     ]
-    if prefix := os.environ.get("WEBSERVER_PATH_PREFIX"):
-        command += ["--path-prefix", prefix]
-    if args.read_only or os.environ.get("WEBSERVER_READ_ONLY") == "true":
+    if settings.webserver_path_prefix:
+        command += ["--path-prefix", settings.webserver_path_prefix]
+    if args.read_only or settings.webserver_read_only:
         command.append("--read-only")
     return _serve(command, "webserver")
 
@@ -219,7 +219,7 @@ def _daemon(args: argparse.Namespace, settings: Settings) -> int:
         str(Path(sys.executable).with_name("dagster-daemon")),
         "run",
         "-w",
-        _workspace(),
+        str(settings.workspace),
         "--log-format",
         "json",
     ]
@@ -237,10 +237,6 @@ def _serve(command: list[str], process: str) -> int:
     assert child.stdout is not None
     relay_process_logs(child.stdout, sys.stdout, process)
     return child.wait()
-
-
-def _workspace() -> str:
-    return os.environ.get("DAGSTER_WORKSPACE") or str(Path.cwd() / "workspace.yaml")
 
 
 def _trigger(args: argparse.Namespace, settings: Settings) -> int:

@@ -80,6 +80,10 @@ class Settings:
     freshness_cron: str = "0 2 * * *"
     schedule_timezone: str = "UTC"
     embedded_pgdata: Path = Path(".local/pgdata")
+    webserver_port: int = 8080
+    webserver_path_prefix: str = ""
+    webserver_read_only: bool = False
+    workspace: Path = Path("workspace.yaml")
     jobs_runtime_password: str | None = field(default=None, repr=False)
     """Set on the jobs_runtime role by `migrate` (its job reads it from Secret Manager)."""
 
@@ -127,6 +131,10 @@ class Settings:
             freshness_cron=_text(env, "FRESHNESS_CRON") or cls.freshness_cron,
             schedule_timezone=_text(env, "SCHEDULE_TIMEZONE") or cls.schedule_timezone,
             embedded_pgdata=Path(_text(env, "EMBEDDED_PGDATA") or cls.embedded_pgdata),
+            webserver_port=_integer(env, "PORT", cls.webserver_port),
+            webserver_path_prefix=_text(env, "WEBSERVER_PATH_PREFIX") or "",
+            webserver_read_only=(_text(env, "WEBSERVER_READ_ONLY") or "").lower() == "true",
+            workspace=Path(_text(env, "DAGSTER_WORKSPACE") or cls.workspace).resolve(),
             jobs_runtime_password=env.get("JOBS_RUNTIME_PASSWORD") or None,
         )
 
