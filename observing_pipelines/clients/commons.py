@@ -11,8 +11,7 @@ from dataclasses import dataclass
 from html.parser import HTMLParser
 from typing import Any
 
-from observing_pipelines.clients.gbif import MalformedResponseError, clean_text
-from observing_pipelines.clients.http import PoliteHttpClient
+from observing_pipelines.clients.http import MalformedResponseError, PoliteHttpClient, clean_text
 
 SERVICE = "commons"
 STANDARD_WIDTHS = (20, 40, 60, 120, 250, 330, 500, 960, 1280, 1920, 3840)

@@ -9,14 +9,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from observing_pipelines.clients.http import PoliteHttpClient, UpstreamError, UpstreamNotFound
+from observing_pipelines.clients.http import (
+    MalformedResponseError,
+    PoliteHttpClient,
+    UpstreamNotFound,
+    clean_text,
+)
+from observing_pipelines.clients.iucn import CATEGORIES
 
 SERVICE = "gbif"
 MATCH_PATH = "/v2/species/match"
-
-
-class MalformedResponseError(UpstreamError):
-    """The body was JSON, but not the shape the API documents."""
 
 
 @dataclass(frozen=True)
@@ -49,14 +51,6 @@ class GbifMatch:
     @classmethod
     def no_match(cls) -> GbifMatch:
         return cls("NONE", None, None, None, (), False)
-
-
-def clean_text(value: Any) -> str | None:
-    """A string field without NUL bytes (Postgres text cannot hold them) or outer blanks."""
-    if not isinstance(value, str):
-        return None
-    value = value.replace("\x00", "").strip()
-    return value or None
 
 
 def _key(value: Any) -> int | None:
@@ -121,9 +115,6 @@ def parse_match(body: Any) -> GbifMatch:
     )
 
 
-IUCN_CODES = frozenset({"EX", "EW", "RE", "CR", "EN", "VU", "NT", "LC", "DD", "NA", "NE"})
-
-
 @dataclass(frozen=True)
 class RedListCategory:
     """GBIF's copy of the IUCN category (`/v1/species/{key}/iucnRedListCategory`)."""
@@ -138,7 +129,7 @@ def parse_red_list_category(body: Any) -> RedListCategory:
         raise MalformedResponseError(SERVICE, "iucnRedListCategory answer is not an object")
     code = clean_text(body.get("code"))
     return RedListCategory(
-        code=code.upper() if code and code.upper() in IUCN_CODES else None,
+        code=code.upper() if code and code.upper() in CATEGORIES else None,
         accepted_name=clean_text(body.get("acceptedName")),
     )
 

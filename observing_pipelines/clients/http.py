@@ -51,6 +51,10 @@ class UpstreamError(Exception):
         self.status = status
 
 
+class MalformedResponseError(UpstreamError):
+    """The body was JSON, but not the shape the API documents."""
+
+
 class UpstreamNotFound(UpstreamError):
     """HTTP 404: the thing asked for does not exist upstream."""
 
@@ -250,6 +254,14 @@ class PoliteHttpClient:
             self.policy.max_attempts - 1,
             state.upcoming_sleep,
         )
+
+
+def clean_text(value: Any) -> str | None:
+    """A string field without NUL bytes (Postgres text cannot hold them) or outer blanks."""
+    if not isinstance(value, str):
+        return None
+    value = value.replace("\x00", "").strip()
+    return value or None
 
 
 def _snippet(response: requests.Response) -> str:

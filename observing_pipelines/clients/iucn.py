@@ -10,8 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from observing_pipelines.clients.gbif import MalformedResponseError, clean_text
-from observing_pipelines.clients.http import PoliteHttpClient, UpstreamNotFound
+from observing_pipelines.clients.http import (
+    MalformedResponseError,
+    PoliteHttpClient,
+    UpstreamNotFound,
+    clean_text,
+)
 
 SERVICE = "iucn"
 GLOBAL_SCOPE = "1"

@@ -13,8 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
-from observing_pipelines.clients.gbif import MalformedResponseError
-from observing_pipelines.clients.http import PoliteHttpClient
+from observing_pipelines.clients.http import MalformedResponseError, PoliteHttpClient
 
 SERVICE = "wikidata"
 BATCH_SIZE = 100

@@ -40,10 +40,10 @@ from observing_pipelines.taxa.names import (
     subject_digest,
     tidy_name,
 )
+from observing_pipelines.taxa.report import MAX_REPORTED_FAILURES
 
 log = logging.getLogger("observing_pipelines.resolve_taxa")
 
-MAX_REPORTED_FAILURES = 20
 PROGRESS_EVERY = 50
 
 
