@@ -4,15 +4,22 @@ dagster-postgres has no schema option (dagster-io/dagster#4861, #15508), so the 
 workaround is a `search_path` in the connection options. Rather than ask operators for a second,
 hand-derived URL, this storage resolves the database exactly as the jobs do (`DATABASE_URL` or
 `DB_*`) and adds the search path itself. `dagster.yaml` names it under `storage: custom:`.
+
+It also keeps a small connection pool. Stock dagster-postgres opens and closes a connection for
+every storage call outside the webserver (`NullPool`): an idle daemon makes well over a hundred
+new connections a minute (dagster-io/dagster#20325; no pool knob yet, #33935), each paying TLS
+and auth on Cloud SQL. `benchmarks/idle_db_load.py` measures both.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from dagster import Field
 from dagster._serdes import ConfigurableClassData
 from dagster_postgres import DagsterPostgresStorage
+from dagster_postgres.utils import create_pg_engine
 
 from observing_pipelines.db.connection import (
     DAGSTER_SCHEMA,
@@ -28,19 +35,77 @@ def dagster_storage_url(url: str) -> str:
     return sqlalchemy_url(with_search_path(url, DAGSTER_SCHEMA))
 
 
+@dataclass(frozen=True)
+class ConnectionPool:
+    """A per-engine pool (run, event log and schedule storage each have one engine).
+
+    `size` connections stay open per engine; bursts (the daemon's threads polling at once) may
+    open `max_overflow` more, closed again when returned. Connections are replaced after
+    `recycle_seconds` and pinged before use, so a restarted or failed-over server costs one
+    reconnect instead of a failed storage call.
+    """
+
+    size: int = 1
+    max_overflow: int = 4
+    recycle_seconds: int = 3600
+
+    def engine_options(self) -> dict[str, Any]:
+        return {
+            "pool_size": self.size,
+            "max_overflow": self.max_overflow,
+            "pool_recycle": self.recycle_seconds,
+            "pool_pre_ping": True,
+        }
+
+
 class AppDatabaseDagsterStorage(DagsterPostgresStorage):
-    """`DagsterPostgresStorage` whose URL comes from the app's database settings."""
+    """`DagsterPostgresStorage` whose URL comes from the app's database settings, optionally
+    with a connection pool in place of dagster-postgres's connection-per-call engines."""
+
+    def __init__(
+        self,
+        postgres_url: str,
+        should_autocreate_tables: bool = True,
+        inst_data: ConfigurableClassData | None = None,
+        pool: ConnectionPool | None = None,
+    ) -> None:
+        super().__init__(postgres_url, should_autocreate_tables, inst_data)
+        if pool is not None:
+            # The three storages read `_engine` for every call (pinned dagster-postgres 0.29.27;
+            # the webserver swaps it the same way in `optimize_for_webserver`).
+            for part in (self._run_storage, self._event_log_storage, self._schedule_storage):
+                part._engine.dispose()
+                part._engine = create_pg_engine(
+                    postgres_url, isolation_level="AUTOCOMMIT", **pool.engine_options()
+                )
 
     @classmethod
     def config_type(cls) -> dict[str, Field]:
-        return {"should_autocreate_tables": Field(bool, is_required=False, default_value=True)}
+        return {
+            "should_autocreate_tables": Field(bool, is_required=False, default_value=True),
+            "connection_pool": Field(
+                {
+                    "size": Field(int, is_required=False, default_value=ConnectionPool.size),
+                    "max_overflow": Field(
+                        int, is_required=False, default_value=ConnectionPool.max_overflow
+                    ),
+                    "recycle_seconds": Field(
+                        int, is_required=False, default_value=ConnectionPool.recycle_seconds
+                    ),
+                },
+                is_required=False,
+                description="Keep connections open (omit for Dagster's connection per call).",
+            ),
+        }
 
     @classmethod
     def from_config_value(  # type: ignore[override]
         cls, inst_data: ConfigurableClassData | None, config_value: dict[str, Any]
     ) -> AppDatabaseDagsterStorage:
+        pool = config_value.get("connection_pool")
         return cls(
             postgres_url=dagster_storage_url(database_url(Settings.from_env().database)),
             should_autocreate_tables=config_value.get("should_autocreate_tables", True),
             inst_data=inst_data,
+            pool=ConnectionPool(**pool) if pool is not None else None,
         )
