@@ -26,6 +26,7 @@ def test_schemas_and_tables(conn):
         "taxon_changes",
         "job_item_failures",
         "dead_letters",
+        "change_marks",
     }
     assert {"runs", "event_logs", "jobs", "job_ticks", "alembic_version", "kvs"} <= tables(
         conn, "dagster"
@@ -75,7 +76,7 @@ def test_migrations_are_idempotent(db_url, conn):
     migrate.upgrade_all(db_url, app_mirror=True)
     with conn, conn.cursor() as cur:
         cur.execute("SELECT version_num FROM pipelines.alembic_version ORDER BY 1")
-        assert [v for (v,) in cur.fetchall()] == ["m0002", "p0003"]
+        assert [v for (v,) in cur.fetchall()] == ["m0003", "p0004"]
 
 
 def test_production_never_gets_the_mirror(server_url, db_url):

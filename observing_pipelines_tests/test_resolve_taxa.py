@@ -350,6 +350,7 @@ def test_edited_name_is_resolved_again(conn, world, run_pass):
             "indexed_at = now() WHERE uri = %s",
             (uri,),
         )
+        app_tables.publish_own_writes(conn)
     report = run_pass()
     assert report.rows_reset == 1
     assert keys(conn, [uri]) == [2689422]
@@ -358,6 +359,40 @@ def test_edited_name_is_resolved_again(conn, world, run_pass):
             "SELECT scientific_name, accepted_taxon_key FROM pipelines.identification_stamps"
         )
         assert cur.fetchall() == [("Anastrophyllum minutum", 2689422)]
+
+
+def test_a_pass_with_nothing_to_do_skips_the_whole_table_steps(conn, world, run_pass):
+    """The edit sweep and the view refresh read every identification: they run only when
+    someone wrote identifications since the last pass, or this pass stamped some."""
+    (sunflower,) = identify(conn, ("Helianthus annuus", "Plantae"))
+    first = run_pass()
+    assert first.identifications_changed and first.refreshed
+    idle = run_pass()
+    assert (idle.identifications_changed, idle.refreshed, idle.rows_reset) == (False, False, 0)
+
+    identify(conn, ("Aaasdfadsf", None))  # a new ingest nobody can stamp still changes the view
+    after_ingest = run_pass()
+    assert after_ingest.identifications_changed and after_ingest.refreshed
+    assert after_ingest.names.rows_stamped == 0 and not run_pass().refreshed
+
+    with conn, conn.cursor() as cur:
+        cur.execute("DELETE FROM ingester.identifications WHERE uri = %s", (sunflower,))
+        app_tables.publish_own_writes(conn)
+    assert run_pass().refreshed
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM ingester.community_ids")
+        assert cur.fetchone()[0] == 1
+
+
+def test_a_kingdom_pass_leaves_the_change_mark_to_full_passes(conn, world, run_pass):
+    identify(conn, ("Helianthus annuus", "Plantae"), ("Panthera leo", "Animalia"))
+    run_pass()
+    identify(conn, ("Helianthus annuus", "Plantae"))
+    kingdom = run_pass(kingdom="Plantae")
+    assert kingdom.identifications_changed and kingdom.names.rows_stamped == 1
+    assert kingdom.refreshed
+    assert run_pass().identifications_changed  # the ingest came after the full pass's mark
+    assert not run_pass().identifications_changed
 
 
 def test_identifications_stamped_by_the_old_resolver_are_left_alone(conn, world, run_pass):

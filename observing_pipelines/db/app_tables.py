@@ -101,6 +101,30 @@ def pending_taxon_ids(conn: Connection, kingdom: str | None = None) -> list[str]
         return [uri for (uri,) in cur.fetchall()]
 
 
+def identification_writes(conn: Connection) -> int:
+    """Rows ever inserted, updated or deleted in `ingester.identifications`, from the server's
+    cumulative statistics: a catalog read, whatever the table's size.
+
+    The counters can lag a busy writer by seconds and restart from zero after a crash or a
+    stats reset; callers only compare them for equality, so either shows up as a change.
+    """
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT n_tup_ins + n_tup_upd + n_tup_del FROM pg_stat_user_tables "
+            "WHERE relid = 'ingester.identifications'::regclass"
+        )
+        return cur.fetchone()[0]
+
+
+def publish_own_writes(conn: Connection) -> None:
+    """Have this session's write counts reach `pg_stat_user_tables` at its next commit instead
+    of up to a second or more later (PostgreSQL 15+; older servers publish them on their own
+    within half a second). The next pass then finds our own stamps already counted."""
+    if conn.server_version >= 150000:
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_stat_force_next_flush()")
+
+
 def reset_edited_identifications(conn: Connection, *, dry_run: bool) -> int:
     """Unstamp identifications whose name, kingdom or taxonID changed since we stamped them.
 
@@ -299,6 +323,7 @@ def insert_identifications(conn: Connection, rows: Sequence[NewIdentification]) 
             ],
             template="(%s, %s, %s, %s, %s, %s, %s, %s, %s, now())",
         )
+    publish_own_writes(conn)
 
 
 def count_identifications(conn: Connection) -> int:

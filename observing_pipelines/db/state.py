@@ -334,3 +334,23 @@ def last_failures(conn: Connection, job: str, keys: Iterable[int]) -> dict[int, 
             (job, wanted),
         )
         return dict(cur.fetchall())
+
+
+def change_mark(conn: Connection, name: str) -> int | None:
+    """The write count a pass last recorded under `name` (see `save_change_mark`)."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT writes FROM pipelines.change_marks WHERE name = %s", (name,))
+        row = cur.fetchone()
+        return row[0] if row else None
+
+
+def save_change_mark(conn: Connection, name: str, writes: int) -> None:
+    with conn.cursor() as cur:
+        cur.execute(
+            """
+            INSERT INTO pipelines.change_marks (name, writes, recorded_at)
+            VALUES (%s, %s, now())
+            ON CONFLICT (name) DO UPDATE SET writes = EXCLUDED.writes, recorded_at = now()
+            """,
+            (name, writes),
+        )

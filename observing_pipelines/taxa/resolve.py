@@ -3,6 +3,9 @@
 One pass, as today: (0) unstamp identifications edited since we stamped them; (1) the name pass
 over distinct (name, kingdom) pairs still unstamped; (2) the taxonID pass over the URIs still
 unstamped after it; (3) one `REFRESH MATERIALIZED VIEW CONCURRENTLY` of `community_ids`.
+Steps 0 and 3 read the whole table, so they run only when someone wrote identifications since
+the last pass (or this pass stamped some): a pass with nothing to do reads only the unstamped
+rows (`TaxaResolver._look_for_changes`).
 
 Each distinct question is asked once: pairs that differ only in spacing or case share a lookup.
 A lookup is answered by, in order, our memo (`pipelines.resolution_attempts`), the taxa cache,
@@ -45,6 +48,7 @@ from observing_pipelines.taxa.report import MAX_REPORTED_FAILURES
 log = logging.getLogger("observing_pipelines.resolve_taxa")
 
 PROGRESS_EVERY = 50
+CHANGE_MARK = "resolve_taxa"
 
 
 @dataclass(frozen=True)
@@ -90,6 +94,7 @@ class PassReport:
     names: Tally = field(default_factory=Tally)
     taxon_ids: Tally = field(default_factory=Tally)
     rows_reset: int = 0
+    identifications_changed: bool = True
     taxa_upserted: int = 0
     http_calls: int = 0
     refreshed: bool = False
@@ -108,6 +113,7 @@ class PassReport:
         flat |= {
             "rows_stamped": self.names.rows_stamped + self.taxon_ids.rows_stamped,
             "rows_reset": self.rows_reset,
+            "identifications_changed": self.identifications_changed,
             "taxa_upserted": self.taxa_upserted,
             "http_calls": self.http_calls,
             "cache_hits": self.names.cache_hits + self.taxon_ids.cache_hits,
@@ -307,28 +313,53 @@ class TaxaResolver:
         self.conn, self.gbif, self.wikidata, self.options = conn, gbif, wikidata, options
         self.report = PassReport()
 
-    def run(self, refresh: bool = True) -> PassReport:
+    def run(self) -> PassReport:
         started = time.monotonic()
         calls_before = self.gbif.http.calls + self.wikidata.http.calls
         self.report = report = PassReport()
+        changed, writes = self._look_for_changes()
+        self._name_pass()
+        self._taxon_id_pass()
+        ours = report.rows_reset + report.names.rows_stamped + report.taxon_ids.rows_stamped
+        if not self.options.dry_run:
+            if changed or ours:
+                log.info("Resolution pass complete; refreshing community_ids")
+                with self.conn:
+                    app_tables.refresh_community_ids(self.conn)
+                report.refreshed = True
+            else:
+                log.info("No identification written since the last pass; community_ids current")
+            with self.conn:  # our own stamps and resets are writes too, and now refreshed
+                app_tables.publish_own_writes(self.conn)
+                if self.options.kingdom is None:
+                    state.save_change_mark(self.conn, CHANGE_MARK, writes + ours)
+        report.http_calls = self.gbif.http.calls + self.wikidata.http.calls - calls_before
+        report.seconds = time.monotonic() - started
+        return report
+
+    def _look_for_changes(self) -> tuple[bool, int]:
+        """Whether anyone wrote identifications since the last full pass left its mark, and the
+        table's write count now. Only then can a name have been edited, and only then does
+        `community_ids` need a refresh for rows we do not stamp: both steps read the whole
+        table, so a pass with nothing to do skips them. A kingdom pass always does them (it
+        does not keep the mark)."""
+        report = self.report
         with self.conn:
-            report.rows_reset = app_tables.reset_edited_identifications(
-                self.conn, dry_run=self.options.dry_run
+            writes = app_tables.identification_writes(self.conn)
+            changed = (
+                self.options.kingdom is not None
+                or state.change_mark(self.conn, CHANGE_MARK) != writes
             )
+            if changed:
+                report.rows_reset = app_tables.reset_edited_identifications(
+                    self.conn, dry_run=self.options.dry_run
+                )
+        report.identifications_changed = changed
         if report.rows_reset:
             log.info(
                 "Unstamped %d identifications edited since they were stamped", report.rows_reset
             )
-        self._name_pass()
-        self._taxon_id_pass()
-        if refresh and not self.options.dry_run:
-            log.info("Resolution pass complete; refreshing community_ids")
-            with self.conn:
-                app_tables.refresh_community_ids(self.conn)
-            report.refreshed = True
-        report.http_calls = self.gbif.http.calls + self.wikidata.http.calls - calls_before
-        report.seconds = time.monotonic() - started
-        return report
+        return changed, writes
 
     # -- name pass ---------------------------------------------------------------------------
 
