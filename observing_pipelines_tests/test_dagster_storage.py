@@ -1,0 +1,74 @@
+"""Dagster's storage as dagster.yaml configures it: pooled connections in the app database."""
+
+from __future__ import annotations
+
+import shutil
+
+import psycopg2
+import pytest
+from dagster import DagsterInstance, DagsterRun
+
+from observing_pipelines_tests.conftest import PROJECT_ROOT
+
+
+@pytest.fixture
+def instance(tmp_path, db_url, monkeypatch):
+    shutil.copy(PROJECT_ROOT / "dagster.yaml", tmp_path / "dagster.yaml")
+    monkeypatch.setenv("DATABASE_URL", db_url)
+    with DagsterInstance.from_config(str(tmp_path)) as loaded:
+        yield loaded
+
+
+def backends(db_url: str) -> list[int]:
+    """Server processes connected to this database, other than the one asking."""
+    conn = psycopg2.connect(db_url)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(
+                "SELECT pid FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            return [pid for (pid,) in cur.fetchall()]
+    finally:
+        conn.close()
+
+
+def sessions(db_url: str) -> int:
+    """Connections ever opened to this database (PostgreSQL 14+)."""
+    conn = psycopg2.connect(db_url)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute("SELECT pg_stat_clear_snapshot()")
+            cur.execute("SELECT sessions FROM pg_stat_database WHERE datname = current_database()")
+            return cur.fetchone()[0]
+    finally:
+        conn.close()
+
+
+def test_storage_calls_reuse_pooled_connections(instance, db_url):
+    instance.get_runs()
+    before = sessions(db_url)
+    for n in range(20):
+        instance.run_storage.set_cursor_values({"probe": str(n)})
+        instance.get_runs()
+        instance.schedule_storage.all_instigator_state()
+    # Our own `sessions` probe is the only new connection (stock dagster-postgres: over 100).
+    assert sessions(db_url) - before <= 2
+    assert len(backends(db_url)) <= 3  # one per storage engine
+
+
+def test_a_dropped_connection_is_replaced_without_a_failed_call(instance, db_url):
+    """After a server restart or failover the pooled connections are dead; the pre-use ping
+    replaces them, so the daemon's next storage call succeeds instead of raising."""
+    instance.add_run(DagsterRun(job_name="probe"))
+    assert backends(db_url)
+    conn = psycopg2.connect(db_url)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+    finally:
+        conn.close()
+    assert [run.job_name for run in instance.get_runs()] == ["probe"]
