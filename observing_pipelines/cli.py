@@ -111,6 +111,15 @@ def main(argv: list[str] | None = None) -> int:
     return args.handler(args, Settings.from_env())
 
 
+def _database_cause(error: psycopg2.Error) -> str:
+    """The first database error of a chain: after a dropped connection, the rollback on the
+    way out fails with "connection already closed" and would hide the real reason."""
+    cause: BaseException = error
+    while isinstance(cause.__context__, psycopg2.Error):
+        cause = cause.__context__
+    return " ".join(str(cause).split())
+
+
 def _configured_url(settings: Settings) -> str | None:
     """The database URL, or None after saying why there is none."""
     try:
@@ -138,7 +147,7 @@ def _resolve_taxa(args: argparse.Namespace, settings: Settings) -> int:
         with connect(url) as conn:
             report = TaxaResolver(conn, gbif.get_client(), wikidata.get_client(), options).run()
     except psycopg2.Error as error:
-        log.error("Database failure (%s): %s", redact(url), str(error).strip())
+        log.error("Database failure (%s): %s", redact(url), _database_cause(error))
         return EXIT_FAILED
     print(json.dumps(report.metadata()))
     return EXIT_OK

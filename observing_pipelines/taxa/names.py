@@ -27,15 +27,17 @@ _EPITHET = re.compile(r"[a-z\u00df-\u00ff][a-z\u00df-\u00ff\-]*")
 def tidy_name(name: str) -> str:
     """The name to send upstream: the user's spelling, Unicode NFC, without control characters
     (NUL included) and with whitespace collapsed."""
-    text = unicodedata.normalize("NFC", name)
-    text = "".join(" " if ch.isspace() else ch for ch in text if ch.isspace() or ch.isprintable())
-    return " ".join(text.split())
+    text = "".join(" " if ch.isspace() else ch for ch in name if ch.isspace() or ch.isprintable())
+    # NFC last: a dropped character between a letter and its accent must not leave them apart.
+    return unicodedata.normalize("NFC", " ".join(text.split()))
 
 
 def normalise_name(name: str) -> str:
     """`tidy_name`, case folded: two names with the same normal form are one question to GBIF
-    and one cache key."""
-    return tidy_name(name).casefold()
+    and one cache key. Folded in decomposed form and recomposed, because case folding a
+    composed string can leave it un-normalised (and the normal form must be idempotent)."""
+    folded = unicodedata.normalize("NFD", tidy_name(name)).casefold()
+    return unicodedata.normalize("NFC", folded)
 
 
 def canonical_name(name: str) -> str:
@@ -123,10 +125,13 @@ def parse_taxon_uri(uri: str) -> TaxonRef | None:
     text = uri.strip()
     if curie := _GBIF_CURIE.fullmatch(text):
         return _gbif(curie.group(1))
-    parts = urlsplit(text if "://" in text else f"https://{text}")
+    try:
+        parts = urlsplit(text if "://" in text else f"https://{text}")
+        host = (parts.hostname or "").lower().removeprefix("www.")
+    except ValueError:  # an unmatched "[", or a host NFKC turns into "/", "?", "#" or "@"
+        return None
     if parts.scheme.lower() not in ("http", "https"):
         return None
-    host = (parts.hostname or "").lower().removeprefix("www.")
     segments = [s for s in parts.path.split("/") if s]
     if host in ("gbif.org", "api.gbif.org") and len(segments) >= 2 and segments[-2] == "species":
         return _gbif(segments[-1]) if _DIGITS.fullmatch(segments[-1]) else None

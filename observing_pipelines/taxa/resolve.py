@@ -193,7 +193,8 @@ class _Pass:
         for lookup in lookups:
             if lookup.answer is not None:
                 self.tally.cache_hits += 1
-                self.settle(lookup, lookup.answer, remember=False)
+                # A subject that failed before is settled now: its ledger row must say so.
+                self.settle(lookup, lookup.answer, remember=lookup.digest in self.priors)
         return [lookup for lookup in lookups if lookup.answer is None]
 
     def fetch(self, lookups: list[Lookup], ask: Callable[[Lookup], Resolution]) -> None:
