@@ -395,3 +395,95 @@ def iucn_assessment(assessment_id: int, category: str, year: str) -> dict[str, A
         "red_list_category": {"code": category, "version": "3.1", "description": {"en": category}},
         "scopes": [{"code": "1", "description": {"en": "Global"}}],
     }
+
+
+@dataclass
+class PacedGbif(FakeGbif):
+    """FakeGbif that answers each request only while `gate` is open, and `delay` seconds late.
+
+    Slow answers keep a pass running long enough to kill it, or to restart its database, in the
+    middle; closing the gate holds every answer (and so the pass) still at a chosen moment.
+    """
+
+    delay: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.gate = threading.Event()
+        self.gate.set()
+        self.answering = 0
+        """Requests past the gate and not yet answered."""
+        super().__post_init__()
+
+    def _handle(self, request: Request) -> Response:
+        if not self.gate.wait(timeout=60):
+            return Response("gate left closed", status=503)
+        with self._lock:
+            self.answering += 1
+        try:
+            if self.delay:
+                time.sleep(self.delay)
+            return super()._handle(request)
+        finally:
+            with self._lock:
+                self.answering -= 1
+
+    def hold(self, settle_seconds: float = 0.3, timeout: float = 30.0) -> None:
+        """Close the gate and wait until every answer already past it has been sent, plus
+        `settle_seconds` for the client to act on them."""
+        self.gate.clear()
+        deadline = time.monotonic() + timeout
+        while self.answering and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(settle_seconds)
+
+
+FAULT_KINDS = ("429", "500", "timeout", "html", "truncated")
+
+
+@dataclass
+class FaultyGbif(FakeGbif):
+    """FakeGbif answering a seeded share of requests with one of GBIF's failure modes.
+
+    The choice is a hash of (seed, subject, kingdom, how often that question was asked before),
+    so it does not depend on thread scheduling: the same data and seed always fail the same
+    way. `served` logs (subject, kingdom, "ok" or the fault kind) per request; `timeout` sleeps
+    `timeout_sleep` seconds, longer than the client waits, then answers.
+    """
+
+    fault_rate: float = 0.0
+    seed: int = 0
+    timeout_sleep: float = 1.0
+    slow_retry_after_share: float = 0.25
+    served: list[tuple[str, str | None, str]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._asked: dict[tuple[str, str | None], int] = defaultdict(int)
+        super().__post_init__()
+
+    def fault_for(self, subject: str, kingdom: str | None, nth: int) -> str | None:
+        digest = hashlib.sha256(f"{self.seed}|{subject}|{kingdom}|{nth}".encode()).digest()
+        if int.from_bytes(digest[:8], "big") / 2**64 >= self.fault_rate:
+            return None
+        return FAULT_KINDS[digest[8] % len(FAULT_KINDS)]
+
+    def _handle(self, request: Request) -> Response:
+        subject = request.args.get("scientificName") or request.args.get("usageKey") or ""
+        kingdom = request.args.get("kingdom")
+        with self._lock:
+            nth = self._asked[(subject, kingdom)]
+            self._asked[(subject, kingdom)] += 1
+            fault = self.fault_for(subject, kingdom, nth)
+            self.served.append((subject, kingdom, fault or "ok"))
+        if fault == "429":
+            digest = hashlib.sha256(f"{self.seed}|retry|{subject}|{nth}".encode()).digest()
+            slow = digest[0] / 256 < self.slow_retry_after_share
+            return json_response(["slow down"], 429, {"Retry-After": "1" if slow else "0"})
+        if fault == "500":
+            return json_response({"error": "boom"}, 500)
+        if fault == "html":
+            return html_error(503)
+        if fault == "truncated":
+            return Response('{"diagnostics": {"matchTy', content_type="application/json")
+        if fault == "timeout":
+            time.sleep(self.timeout_sleep)
+        return super()._handle(request)
