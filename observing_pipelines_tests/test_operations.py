@@ -8,114 +8,24 @@ change to the project's dagster.yaml is a 1-second dequeue interval, so the suit
 
 from __future__ import annotations
 
-import json
-import os
-import socket
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
 import psycopg2
 import pytest
 import requests
-import yaml
 from dagster import DagsterRunStatus
-from dagster_graphql import DagsterGraphQLClient
 from pytest_httpserver import HTTPServer
 
 from observing_pipelines.db import app_tables
 from observing_pipelines_tests import fakes
-from observing_pipelines_tests.conftest import PROJECT_ROOT, _admin, _with_database
+from observing_pipelines_tests.conftest import _admin, _with_database
 from observing_pipelines_tests.fakes import CommonsFile, FakeCommons, FakeGbif, FakeWikidata
+from observing_pipelines_tests.services import Services, wait_for
 
 pytestmark = pytest.mark.timeout(600)
-FINISHED = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_for(predicate, seconds: float, what: str):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if result := predicate():
-            return result
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-class Services:
-    def __init__(self, tmp: Path, db_url: str, apis: dict[str, str]) -> None:
-        home = tmp / "dagster_home"
-        home.mkdir()
-        config = yaml.safe_load((PROJECT_ROOT / "dagster.yaml").read_text())
-        config["run_queue"]["dequeue_interval_seconds"] = 1
-        (home / "dagster.yaml").write_text(yaml.safe_dump(config))
-        self.port = free_port()
-        self.db_url = db_url
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("DB_", "DAGSTER_"))}
-        self.env |= apis | {
-            "DATABASE_URL": db_url,
-            "DAGSTER_HOME": str(home),
-            "DAGSTER_WORKSPACE": str(PROJECT_ROOT / "workspace.yaml"),
-            "PORT": str(self.port),
-            "DAGSTER_GRAPHQL_PORT": str(self.port),
-            "HTTP_MAX_ATTEMPTS": "3",
-        }
-        cli = str(Path(sys.executable).with_name("observing-pipelines"))
-        self.logs = {name: tmp / f"{name}.log" for name in ("webserver", "daemon")}
-        self.processes = [
-            subprocess.Popen(
-                [cli, name],
-                env=self.env,
-                cwd=tmp,
-                stdout=self.logs[name].open("w"),
-                stderr=subprocess.STDOUT,
-            )
-            for name in ("webserver", "daemon")
-        ]
-        self.client = DagsterGraphQLClient("127.0.0.1", port_number=self.port)
-
-    def server_info(self):
-        try:
-            return requests.get(f"http://127.0.0.1:{self.port}/server_info", timeout=2).json()
-        except requests.RequestException:
-            return None
-
-    def query(self, sql: str, params=()) -> list[tuple]:
-        conn = psycopg2.connect(self.db_url)
-        try:
-            with conn, conn.cursor() as cur:
-                cur.execute(sql, params)
-                return cur.fetchall()
-        finally:
-            conn.close()
-
-    def finish(self, run_id: str, seconds: float = 180) -> DagsterRunStatus:
-        def done():
-            status = self.client.get_run_status(run_id)
-            return status if status in FINISHED else None
-
-        return wait_for(done, seconds, f"run {run_id}")
-
-    def log_lines(self, name: str) -> list[dict]:
-        return [
-            json.loads(line) for line in self.logs[name].read_text().splitlines() if line.strip()
-        ]
-
-    def stop(self) -> None:
-        for process in self.processes:
-            process.terminate()
-        for process in self.processes:
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
 
 
 @pytest.fixture(scope="module")

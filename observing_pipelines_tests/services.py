@@ -1,0 +1,170 @@
+"""A real dagster-webserver and dagster-daemon for end-to-end tests, started as the container does.
+
+`Services` runs `observing-pipelines webserver` and `observing-pipelines daemon` on a free port
+against one test database and local API stand-ins, with the project's dagster.yaml changed in
+one place only: a 1-second dequeue interval, so tests do not wait 15 s per queued run.
+
+With `isolate=True` each service gets its own process group (session), so a test can crash one
+the way a container dies (`crash`: SIGKILL to the wrapper, the Dagster service, its code server
+and every run worker it launched) and start a fresh one (`start`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import psycopg2
+import requests
+import yaml
+from dagster import DagsterRunStatus
+from dagster_graphql import DagsterGraphQLClient
+
+from observing_pipelines_tests.conftest import PROJECT_ROOT
+
+FINISHED = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
+SERVICES = ("webserver", "daemon")
+
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for(predicate: Callable[[], T], seconds: float, what: str) -> T:
+    """Poll `predicate` every half second until it returns something truthy, and return that."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if result := predicate():
+            return result
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class Services:
+    def __init__(
+        self, tmp: Path, db_url: str, apis: dict[str, str], *, isolate: bool = False
+    ) -> None:
+        """`apis` is extra environment for both services (API URLs, rate limits, crons)."""
+        home = tmp / "dagster_home"
+        home.mkdir()
+        config = yaml.safe_load((PROJECT_ROOT / "dagster.yaml").read_text())
+        config["run_queue"]["dequeue_interval_seconds"] = 1
+        (home / "dagster.yaml").write_text(yaml.safe_dump(config))
+        self.port = free_port()
+        self.db_url = db_url
+        self.tmp = tmp
+        self.isolate = isolate
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("DB_", "DAGSTER_"))}
+        self.env |= apis | {
+            "DATABASE_URL": db_url,
+            "DAGSTER_HOME": str(home),
+            "DAGSTER_WORKSPACE": str(PROJECT_ROOT / "workspace.yaml"),
+            "PORT": str(self.port),
+            "DAGSTER_GRAPHQL_PORT": str(self.port),
+            "HTTP_MAX_ATTEMPTS": "3",
+        }
+        self.cli = str(Path(sys.executable).with_name("observing-pipelines"))
+        self.logs = {name: tmp / f"{name}.log" for name in SERVICES}
+        self.processes = [self._launch(name, "w") for name in SERVICES]
+        self.client = DagsterGraphQLClient("127.0.0.1", port_number=self.port)
+
+    def _launch(self, name: str, log_mode: str) -> subprocess.Popen:
+        return subprocess.Popen(
+            [self.cli, name],
+            env=self.env,
+            cwd=self.tmp,
+            stdout=self.logs[name].open(log_mode),
+            stderr=subprocess.STDOUT,
+            start_new_session=self.isolate,
+        )
+
+    def process(self, name: str) -> subprocess.Popen:
+        return self.processes[SERVICES.index(name)]
+
+    def crash(self, name: str) -> None:
+        """SIGKILL the service's whole process group, as when its container is killed: nothing
+        gets to clean up, not even the code server or run workers it launched."""
+        assert self.isolate, "crash() needs Services(isolate=True): one process group per service"
+        process = self.process(name)
+        os.killpg(process.pid, signal.SIGKILL)  # the wrapper leads its own group (new session)
+        process.wait(timeout=30)
+        wait_for(lambda: not _group_members(process.pid), 30, f"the {name}'s processes to exit")
+
+    def start(self, name: str) -> None:
+        """Start a fresh process for a crashed (or stopped) service, appending to its log."""
+        assert self.process(name).poll() is not None, f"the {name} is still running"
+        self.processes[SERVICES.index(name)] = self._launch(name, "a")
+
+    def server_info(self) -> dict[str, Any] | None:
+        try:
+            return requests.get(f"http://127.0.0.1:{self.port}/server_info", timeout=2).json()
+        except requests.RequestException:
+            return None
+
+    def query(self, sql: str, params: tuple | dict = ()) -> list[tuple]:
+        conn = psycopg2.connect(self.db_url)
+        try:
+            with conn, conn.cursor() as cur:
+                cur.execute(sql, params)
+                return cur.fetchall()
+        finally:
+            conn.close()
+
+    def finish(self, run_id: str, seconds: float = 180) -> DagsterRunStatus:
+        def done() -> DagsterRunStatus | None:
+            status = self.client.get_run_status(run_id)
+            return status if status in FINISHED else None
+
+        return wait_for(done, seconds, f"run {run_id}")
+
+    def log_lines(self, name: str) -> list[dict]:
+        return [
+            json.loads(line) for line in self.logs[name].read_text().splitlines() if line.strip()
+        ]
+
+    def stop(self) -> None:
+        for process in self.processes:
+            process.terminate()
+        for process in self.processes:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+            if self.isolate and _group_members(process.pid):
+                os.killpg(process.pid, signal.SIGKILL)  # leave no code server or run worker
+
+
+def _group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes of a process group: Linux's /proc, else a signal-0 probe."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return []
+        return [pgid]
+    members = []
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # exited while we looked
+        # pid (comm) state ppid pgrp ...: comm may hold spaces, so split after its ")"
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(int(entry.name))
+    return members
