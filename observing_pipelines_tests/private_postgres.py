@@ -19,8 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import psycopg2
-
+from observing_pipelines_tests.conftest import _admin
 from observing_pipelines_tests.services import free_port
 
 QUICK_AND_LOOSE = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
@@ -58,13 +57,7 @@ class PrivateCluster:
         self.pg_ctl("-m", "fast", "-w", "restart")
 
     def admin(self, statement: str) -> None:
-        conn = psycopg2.connect(self.url())
-        conn.autocommit = True
-        try:
-            with conn.cursor() as cur:
-                cur.execute(statement)
-        finally:
-            conn.close()
+        _admin(self.url(), statement)
 
 
 def pgserver_bin_dir() -> Path | None:

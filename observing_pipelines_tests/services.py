@@ -18,7 +18,10 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -27,8 +30,12 @@ import requests
 import yaml
 from dagster import DagsterRunStatus
 from dagster_graphql import DagsterGraphQLClient
+from pytest_httpserver import HTTPServer
 
-from observing_pipelines_tests.conftest import PROJECT_ROOT
+from observing_pipelines.db import app_tables
+from observing_pipelines_tests import fakes
+from observing_pipelines_tests.conftest import PROJECT_ROOT, _admin, _with_database
+from observing_pipelines_tests.fakes import CommonsFile, FakeCommons, FakeGbif, FakeWikidata
 
 FINISHED = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
 SERVICES = ("webserver", "daemon")
@@ -168,3 +175,80 @@ def _group_members(pgid: int) -> list[int]:
         if int(fields[2]) == pgid and fields[0] != "Z":
             members.append(int(entry.name))
     return members
+
+
+@dataclass
+class StandIns:
+    """GBIF, Wikidata and Commons on loopback, knowing two names and a picture for one."""
+
+    gbif: FakeGbif
+    wikidata: FakeWikidata
+    commons: FakeCommons
+
+    def env(self) -> dict[str, str]:
+        """Where the services find them, unthrottled."""
+        return {
+            "GBIF_BASE_URL": self.gbif.server.url_for(""),
+            "GBIF_RATE_LIMIT_MS": "0",
+            "WIKIDATA_SPARQL_URL": self.wikidata.server.url_for("/sparql"),
+            "WIKIDATA_RATE_LIMIT_MS": "0",
+            "COMMONS_API_URL": self.commons.server.url_for("/w/api.php"),
+        }
+
+
+@contextmanager
+def stand_ins() -> Iterator[StandIns]:
+    servers = [HTTPServer(host="127.0.0.1", threaded=True) for _ in range(3)]
+    for server in servers:
+        server.start()
+    apis = StandIns(FakeGbif(servers[0]), FakeWikidata(servers[1]), FakeCommons(servers[2]))
+    helianthus = fakes.match_body("EXACT", fakes.HELIANTHUS_ANNUUS, fakes.HELIANTHUS_LINEAGE)
+    apis.gbif.add_name("Helianthus annuus", helianthus)
+    apis.gbif.add_key(9206251, helianthus)
+    apis.gbif.add_name(
+        "Panthera leo", fakes.match_body("EXACT", fakes.PANTHERA_LEO, fakes.PANTHERA_LINEAGE)
+    )
+    apis.wikidata.images[9206251] = ("Q171497", [("Sunflower.jpg", "preferred")])
+    apis.commons.files["Sunflower.jpg"] = CommonsFile()
+    try:
+        yield apis
+    finally:
+        for server in servers:
+            server.stop()
+
+
+TWO_IDENTIFICATIONS = [("Helianthus annuus", "Plantae"), ("Panthera leo", "Animalia")]
+
+
+@contextmanager
+def services_on_a_copy(
+    tmp: Path, server_url: str, template_database: str, env: dict[str, str], *, isolate: bool
+) -> Iterator[Services]:
+    """Webserver and daemon on a fresh copy of the template database holding two
+    identifications (`TWO_IDENTIFICATIONS`), ready to serve; stopped and dropped at exit."""
+    name = f"op_services_{uuid.uuid4().hex[:10]}"
+    _admin(server_url, f"CREATE DATABASE {name} TEMPLATE {template_database}")
+    db_url = _with_database(server_url, name)
+    conn = psycopg2.connect(db_url)
+    with conn:
+        app_tables.insert_identifications(
+            conn,
+            [
+                app_tables.NewIdentification(
+                    f"at://did:plc:t/identification/{n}",
+                    f"did:plc:u{n}",
+                    f"at://did:plc:t/occurrence/{n}",
+                    scientific_name,
+                    kingdom,
+                )
+                for n, (scientific_name, kingdom) in enumerate(TWO_IDENTIFICATIONS)
+            ],
+        )
+    conn.close()
+    running = Services(tmp, db_url, env, isolate=isolate)
+    try:
+        wait_for(running.server_info, 120, "the webserver's /server_info")
+        yield running
+    finally:
+        running.stop()
+        _admin(server_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

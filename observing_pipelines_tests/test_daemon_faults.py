@@ -17,7 +17,6 @@ import itertools
 import json
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -32,13 +31,14 @@ from dagster._core.storage.tags import (
 )
 from dagster._serdes import deserialize_value
 from dagster_graphql import DagsterGraphQLClient
-from pytest_httpserver import HTTPServer
 
-from observing_pipelines.db import app_tables
-from observing_pipelines_tests import fakes
-from observing_pipelines_tests.conftest import _admin, _with_database
-from observing_pipelines_tests.fakes import CommonsFile, FakeCommons, FakeGbif, FakeWikidata
-from observing_pipelines_tests.services import Services, wait_for
+from observing_pipelines_tests.services import (
+    Services,
+    StandIns,
+    services_on_a_copy,
+    stand_ins,
+    wait_for,
+)
 
 pytestmark = pytest.mark.timeout(480)  # a hang guard; both together take ~2.5 min
 
@@ -50,33 +50,10 @@ TERMINAL_RUN = {"SUCCESS", "FAILURE", "CANCELED"}
 IN_FLIGHT = {"STARTING", "STARTED"}  # what Dagster's tag concurrency limit counts as running
 
 
-@dataclass
-class StandIns:
-    gbif: FakeGbif
-    wikidata: FakeWikidata
-    commons: FakeCommons
-
-
 @pytest.fixture(scope="module")
-def stand_ins() -> Iterator[StandIns]:
-    """GBIF, Wikidata and Commons on loopback: two names to resolve, a picture for one."""
-    servers = [HTTPServer(host="127.0.0.1", threaded=True) for _ in range(3)]
-    for server in servers:
-        server.start()
-    apis = StandIns(FakeGbif(servers[0]), FakeWikidata(servers[1]), FakeCommons(servers[2]))
-    helianthus = fakes.match_body("EXACT", fakes.HELIANTHUS_ANNUUS, fakes.HELIANTHUS_LINEAGE)
-    apis.gbif.add_name("Helianthus annuus", helianthus)
-    apis.gbif.add_key(9206251, helianthus)
-    apis.gbif.add_name(
-        "Panthera leo", fakes.match_body("EXACT", fakes.PANTHERA_LEO, fakes.PANTHERA_LINEAGE)
-    )
-    apis.wikidata.images[9206251] = ("Q171497", [("Sunflower.jpg", "preferred")])
-    apis.commons.files["Sunflower.jpg"] = CommonsFile()
-    try:
-        yield apis
-    finally:
-        for server in servers:
-            server.stop()
+def apis() -> Iterator[StandIns]:
+    with stand_ins() as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
@@ -84,49 +61,13 @@ def services(
     tmp_path_factory: pytest.TempPathFactory,
     server_url: str,
     template_database: str,
-    stand_ins: StandIns,
+    apis: StandIns,
 ) -> Iterator[Services]:
-    name = f"op_faults_{uuid.uuid4().hex[:10]}"
-    _admin(server_url, f"CREATE DATABASE {name} TEMPLATE {template_database}")
-    db_url = _with_database(server_url, name)
-    conn = psycopg2.connect(db_url)
-    with conn:
-        app_tables.insert_identifications(
-            conn,
-            [
-                app_tables.NewIdentification(
-                    f"at://did:plc:t/identification/{n}",
-                    f"did:plc:u{n}",
-                    f"at://did:plc:t/occurrence/{n}",
-                    name,
-                    kingdom,
-                )
-                for n, (name, kingdom) in enumerate(
-                    [("Helianthus annuus", "Plantae"), ("Panthera leo", "Animalia")]
-                )
-            ],
-        )
-    conn.close()
-    running = Services(
-        tmp_path_factory.mktemp("faults"),
-        db_url,
-        {
-            "GBIF_BASE_URL": stand_ins.gbif.server.url_for(""),
-            "GBIF_RATE_LIMIT_MS": "0",
-            "WIKIDATA_SPARQL_URL": stand_ins.wikidata.server.url_for("/sparql"),
-            "WIKIDATA_RATE_LIMIT_MS": "0",
-            "COMMONS_API_URL": stand_ins.commons.server.url_for("/w/api.php"),
-            "THUMBNAILS_CRON": "* * * * *",
-            "RESOLVE_TAXA_CRON": "0 0 1 1 *",
-        },
-        isolate=True,
-    )
-    try:
-        wait_for(running.server_info, 120, "the webserver's /server_info")
+    env = apis.env() | {"THUMBNAILS_CRON": "* * * * *", "RESOLVE_TAXA_CRON": "0 0 1 1 *"}
+    with services_on_a_copy(
+        tmp_path_factory.mktemp("faults"), server_url, template_database, env, isolate=True
+    ) as running:
         yield running
-    finally:
-        running.stop()
-        _admin(server_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 # --- two triggers of one job -------------------------------------------------------------------
@@ -149,7 +90,7 @@ def run_rows(services: Services, run_ids: list[str]) -> dict[str, RunRow]:
     return {run_id: RunRow(*rest) for run_id, *rest in rows}
 
 
-def test_two_triggers_at_once_one_runs_and_one_queues(services: Services, stand_ins: StandIns):
+def test_two_triggers_at_once_one_runs_and_one_queues(services: Services, apis: StandIns):
     """dagster.yaml's `observing/job` limit of 1 is what keeps two resolve_taxa passes from
     stamping the same identifications at once; the gbif pool would only serialise their steps,
     not their runs. So: submit the job twice at the same moment through GraphQL while its first
@@ -157,7 +98,7 @@ def test_two_triggers_at_once_one_runs_and_one_queues(services: Services, stand_
     second must wait QUEUED while the first is STARTED, never be in flight beside it, and start
     only after the first ended (its timestamps prove there was no overlap); both succeed, in
     submission order (the queue is FIFO)."""
-    stand_ins.gbif.script("Helianthus annuus", SLOW_GBIF_SECONDS)  # whichever run asks first
+    apis.gbif.script("Helianthus annuus", SLOW_GBIF_SECONDS)  # whichever run asks first
     barrier = threading.Barrier(2)
 
     def submit(_: int) -> str:
@@ -189,7 +130,7 @@ def test_two_triggers_at_once_one_runs_and_one_queues(services: Services, stand_
     assert waiting, "never saw the first run STARTED"
     assert all(s[second].status == "QUEUED" for s in waiting), waiting
     assert final[first].end_time <= final[second].start_time, final  # first done, then second
-    assert not stand_ins.gbif.scripted["helianthus annuus"]  # the slow answer was served...
+    assert not apis.gbif.scripted["helianthus annuus"]  # the slow answer was served...
     assert final[first].end_time - final[first].start_time >= SLOW_GBIF_SECONDS  # ...to the first
 
     # No two runs of the job overlapped at all, whoever launched them.

@@ -19,30 +19,30 @@ def instance(tmp_path, db_url, monkeypatch):
         yield loaded
 
 
-def backends(db_url: str) -> list[int]:
-    """Server processes connected to this database, other than the one asking."""
+def fetch(db_url: str, sql: str) -> list[tuple]:
     conn = psycopg2.connect(db_url)
     try:
         with conn, conn.cursor() as cur:
-            cur.execute(
-                "SELECT pid FROM pg_stat_activity "
-                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            )
-            return [pid for (pid,) in cur.fetchall()]
+            cur.execute(sql)
+            return cur.fetchall()
     finally:
         conn.close()
+
+
+def backends(db_url: str) -> list[tuple]:
+    """Server processes connected to this database, other than the one asking."""
+    return fetch(
+        db_url,
+        "SELECT pid FROM pg_stat_activity "
+        "WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
 
 
 def sessions(db_url: str) -> int:
     """Connections ever opened to this database (PostgreSQL 14+)."""
-    conn = psycopg2.connect(db_url)
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute("SELECT pg_stat_clear_snapshot()")
-            cur.execute("SELECT sessions FROM pg_stat_database WHERE datname = current_database()")
-            return cur.fetchone()[0]
-    finally:
-        conn.close()
+    return fetch(
+        db_url, "SELECT sessions FROM pg_stat_database WHERE datname = current_database()"
+    )[0][0]
 
 
 def test_storage_calls_reuse_pooled_connections(instance, db_url):
@@ -62,13 +62,9 @@ def test_a_dropped_connection_is_replaced_without_a_failed_call(instance, db_url
     replaces them, so the daemon's next storage call succeeds instead of raising."""
     instance.add_run(DagsterRun(job_name="probe"))
     assert backends(db_url)
-    conn = psycopg2.connect(db_url)
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            )
-    finally:
-        conn.close()
+    fetch(
+        db_url,
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
     assert [run.job_name for run in instance.get_runs()] == ["probe"]

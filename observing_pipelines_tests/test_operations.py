@@ -10,83 +10,29 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
-import psycopg2
 import pytest
 import requests
 from dagster import DagsterRunStatus
-from pytest_httpserver import HTTPServer
 
-from observing_pipelines.db import app_tables
 from observing_pipelines_tests import fakes
-from observing_pipelines_tests.conftest import _admin, _with_database
-from observing_pipelines_tests.fakes import CommonsFile, FakeCommons, FakeGbif, FakeWikidata
-from observing_pipelines_tests.services import Services, wait_for
+from observing_pipelines_tests.services import services_on_a_copy, stand_ins, wait_for
 
 pytestmark = pytest.mark.timeout(600)
 
 
 @pytest.fixture(scope="module")
 def services(tmp_path_factory, server_url, template_database):
-    name = f"op_ops_{uuid.uuid4().hex[:10]}"
-    _admin(server_url, f"CREATE DATABASE {name} TEMPLATE {template_database}")
-    db_url = _with_database(server_url, name)
-    servers = {
-        api: HTTPServer(host="127.0.0.1", threaded=True) for api in ("gbif", "wikidata", "commons")
-    }
-    for server in servers.values():
-        server.start()
-    gbif, wikidata = FakeGbif(servers["gbif"]), FakeWikidata(servers["wikidata"])
-    commons = FakeCommons(servers["commons"])
-    helianthus = fakes.match_body("EXACT", fakes.HELIANTHUS_ANNUUS, fakes.HELIANTHUS_LINEAGE)
-    gbif.add_name("Helianthus annuus", helianthus)
-    gbif.add_key(9206251, helianthus)
-    gbif.add_name(
-        "Panthera leo", fakes.match_body("EXACT", fakes.PANTHERA_LEO, fakes.PANTHERA_LINEAGE)
-    )
-    gbif.red_list[9206251] = {"category": "LEAST_CONCERN", "code": "LC"}
-    gbif.script("Helianthus annuus", fakes.json_response(["slow down"], 429, {"Retry-After": "1"}))
-    wikidata.images[9206251] = ("Q171497", [("Sunflower.jpg", "preferred")])
-    commons.files["Sunflower.jpg"] = CommonsFile()
-    conn = psycopg2.connect(db_url)
-    with conn:
-        app_tables.insert_identifications(
-            conn,
-            [
-                app_tables.NewIdentification(
-                    f"at://did:plc:t/identification/{n}",
-                    f"did:plc:u{n}",
-                    f"at://did:plc:t/occurrence/{n}",
-                    name,
-                    kingdom,
-                )
-                for n, (name, kingdom) in enumerate(
-                    [("Helianthus annuus", "Plantae"), ("Panthera leo", "Animalia")]
-                )
-            ],
+    with stand_ins() as apis:
+        apis.gbif.red_list[9206251] = {"category": "LEAST_CONCERN", "code": "LC"}
+        apis.gbif.script(
+            "Helianthus annuus", fakes.json_response(["slow down"], 429, {"Retry-After": "1"})
         )
-    conn.close()
-    running = Services(
-        tmp_path_factory.mktemp("ops"),
-        db_url,
-        {
-            "GBIF_BASE_URL": servers["gbif"].url_for(""),
-            "GBIF_RATE_LIMIT_MS": "0",
-            "WIKIDATA_SPARQL_URL": servers["wikidata"].url_for("/sparql"),
-            "WIKIDATA_RATE_LIMIT_MS": "0",
-            "COMMONS_API_URL": servers["commons"].url_for("/w/api.php"),
-        },
-    )
-    try:
-        wait_for(running.server_info, 120, "the webserver's /server_info")
-        yield running
-    finally:
-        running.stop()
-        for server in servers.values():
-            server.stop()
-        _admin(server_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        with services_on_a_copy(
+            tmp_path_factory.mktemp("ops"), server_url, template_database, apis.env(), isolate=False
+        ) as running:
+            yield running
 
 
 def test_health_checks(services):
