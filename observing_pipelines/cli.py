@@ -24,7 +24,7 @@ from pathlib import Path
 
 import psycopg2
 
-from observing_pipelines.db import app_tables, migrate
+from observing_pipelines.db import app_tables
 from observing_pipelines.db.connection import (
     DatabaseNotConfiguredError,
     connect,
@@ -32,11 +32,13 @@ from observing_pipelines.db.connection import (
     redact,
 )
 from observing_pipelines.logging_json import relay_process_logs
-from observing_pipelines.resources import build_resources
 from observing_pipelines.settings import GraphqlSettings, Settings
-from observing_pipelines.taxa.resolve import ResolveOptions, TaxaResolver
 
 log = logging.getLogger("observing_pipelines.cli")
+
+# Commands import Dagster (via resources, migrations, the storage) only when they run: the
+# `webserver` and `daemon` wrappers just relay logs and would otherwise hold ~100 MiB each of
+# modules they never use, inside the Cloud Run instance's memory (benchmarks/memory.py).
 
 EXIT_OK, EXIT_FAILED, EXIT_NO_DATABASE = 0, 1, 2
 
@@ -133,6 +135,9 @@ def _resolve_taxa(args: argparse.Namespace, settings: Settings) -> int:
     url = _configured_url(settings)
     if url is None:
         return EXIT_NO_DATABASE
+    from observing_pipelines.resources import build_resources
+    from observing_pipelines.taxa.resolve import ResolveOptions, TaxaResolver
+
     if args.rate_limit_ms is not None:
         settings = replace(settings, gbif_min_interval_ms=args.rate_limit_ms)
     resources = build_resources(settings)
@@ -154,6 +159,8 @@ def _resolve_taxa(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _migrate(args: argparse.Namespace, settings: Settings) -> int:
+    from observing_pipelines.db import migrate
+
     url = _configured_url(settings)
     if url is None:
         return EXIT_NO_DATABASE
@@ -165,6 +172,7 @@ def _migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _dev(args: argparse.Namespace, settings: Settings) -> int:
+    from observing_pipelines.db import migrate
     from observing_pipelines.db.embedded import start_embedded_postgres
     from observing_pipelines.demo import DEMO_IDENTIFICATIONS
 

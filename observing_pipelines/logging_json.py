@@ -5,8 +5,8 @@
 carry those in `dagster_meta`. Known secret values (database passwords, the IUCN token) are
 replaced by `***` in every line, whatever logged them.
 
-Wired in three places: `cloud_logging_logger`, which `definitions.py` installs as every job's
-`console` logger (Dagster's default prints coloured text), for every line of a run;
+Wired in three places: `jobs.common.cloud_logging_logger`, which `definitions.py` installs as
+every job's `console` logger (Dagster's default prints coloured text), for every line of a run;
 `relay_process_logs` for the daemon's and webserver's own output; and `event_logger()` for the
 few lines written outside a run (the dead-letter sensor).
 """
@@ -23,8 +23,6 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import IO, Any
 from urllib.parse import urlsplit
-
-import dagster as dg
 
 LABEL_KEYS = ("run_id", "job_name", "step_key")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -108,15 +106,6 @@ class CloudLoggingFormatter(logging.Formatter):
             secrets=self.secrets,
             **extra,
         )
-
-
-@dg.logger(description="Every run line as one Cloud Logging JSON object on stdout.")
-def cloud_logging_logger(init_context: dg.InitLoggerContext) -> logging.Logger:
-    logger = logging.Logger("observing_pipelines_run", level=logging.INFO)
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(CloudLoggingFormatter())
-    logger.addHandler(handler)
-    return logger
 
 
 def event_logger() -> logging.Logger:

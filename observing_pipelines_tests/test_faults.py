@@ -46,12 +46,12 @@ from observing_pipelines.clients.wikidata import WikidataClient
 from observing_pipelines.db import app_tables, migrate
 from observing_pipelines.db.app_tables import NewIdentification
 from observing_pipelines.db.connection import APPLICATION_NAME, redact
+from observing_pipelines.jobs.common import cloud_logging_logger
 from observing_pipelines.jobs.resolve_taxa import (
     identification_taxa,
     resolve_taxa_checks,
     resolve_taxa_job,
 )
-from observing_pipelines.logging_json import cloud_logging_logger
 from observing_pipelines.resources import AppDatabaseResource, GbifResource, WikidataResource
 from observing_pipelines.taxa.resolve import PassReport, ResolveOptions, TaxaResolver
 from observing_pipelines_tests import fakes

@@ -1,5 +1,8 @@
-"""Wiring every job module shares: retry policy, schedules, run metadata, invariant checks."""
+"""Wiring every job module shares: retry policy, schedules, run metadata, invariant checks,
+the JSON console logger."""
 
+import logging
+import sys
 from typing import Any
 
 import dagster as dg
@@ -8,7 +11,17 @@ from dagster._core.definitions.unresolved_asset_job_definition import (
 )
 
 from observing_pipelines.db import app_tables
+from observing_pipelines.logging_json import CloudLoggingFormatter
 from observing_pipelines.resources import AppDatabaseResource
+
+
+@dg.logger(description="Every run line as one Cloud Logging JSON object on stdout.")
+def cloud_logging_logger(init_context: dg.InitLoggerContext) -> logging.Logger:
+    logger = logging.Logger("observing_pipelines_run", level=logging.INFO)
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(CloudLoggingFormatter())
+    logger.addHandler(handler)
+    return logger
 
 
 def retry_policy(delay_seconds: int) -> dg.RetryPolicy:
