@@ -14,9 +14,6 @@ under /usr/lib/postgresql), because pgserver's build has no `pg_stat_statements`
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
-import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -30,7 +27,7 @@ import yaml
 
 from benchmarks.common import dagster_services, print_table, scratch_database
 from observing_pipelines.db.dagster_storage import dagster_storage_url
-from observing_pipelines_tests.services import free_port
+from observing_pipelines_tests.private_postgres import QUICK_AND_LOOSE, private_cluster
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PINGS = {"SELECT 1", "SELECT $1"}  # the pool's pre-ping, as sent and as pg_stat_statements shows it
@@ -62,38 +59,14 @@ def _pg_bin(default_root: Path = Path("/usr/lib/postgresql")) -> Path:
 
 @contextmanager
 def stats_cluster(pg_bin: Path) -> Iterator[str]:
-    """A throwaway cluster with pg_stat_statements preloaded; yields its admin URL.
-
-    PostgreSQL refuses to run as root, so as root the cluster belongs to the `postgres` user.
-    """
-    workdir = Path(tempfile.mkdtemp(prefix="op-idle-"))
-    as_owner: list[str] = []
-    if os.geteuid() == 0:
-        shutil.chown(workdir, "postgres")
-        as_owner = ["runuser", "-u", "postgres", "--"]
-    data, port = workdir / "data", free_port()
-    subprocess.run(
-        [*as_owner, str(pg_bin / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust"],
-        check=True,
-        capture_output=True,
-    )
-    options = (
-        f"-p {port} -c listen_addresses=127.0.0.1 -k {workdir} "
-        "-c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=all"
-    )
-    pg_ctl = [*as_owner, str(pg_bin / "pg_ctl"), "-D", str(data), "-w"]
-    subprocess.run(
-        [*pg_ctl, "-o", options, "-l", str(workdir / "log"), "start"],
-        check=True,
-        capture_output=True,
-    )
-    try:
-        url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
-        _query(url, "CREATE EXTENSION pg_stat_statements")
-        yield url
-    finally:
-        subprocess.run([*pg_ctl, "-m", "fast", "stop"], capture_output=True)
-        shutil.rmtree(workdir, ignore_errors=True)
+    """A throwaway cluster with pg_stat_statements preloaded; yields its admin URL."""
+    settings = QUICK_AND_LOOSE | {
+        "shared_preload_libraries": "'pg_stat_statements'",
+        "pg_stat_statements.track": "all",
+    }
+    with private_cluster(pg_bin, settings) as cluster:
+        cluster.admin("CREATE EXTENSION pg_stat_statements")
+        yield cluster.url()
 
 
 def _query(url: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:

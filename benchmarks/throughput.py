@@ -1,0 +1,216 @@
+"""resolve_taxa throughput against a GBIF stand-in that answers after a fixed latency.
+
+Ours: the real `TaxaResolver` pass with the default settings (GBIF_RATE_LIMIT_MS=100, i.e. 10
+requests/s, shared by GBIF_MAX_CONCURRENCY=4 workers), clients built as `resolve-taxa` builds
+them. Legacy: today's Rust binary re-enacted in a few lines (one request at a time, then a
+100 ms pause, statement per name). Both run in this process on identical databases and the
+same stand-in, alternating per round so machine noise hits both; medians are reported.
+
+    .venv/bin/python -m benchmarks.throughput [--names 300] [--latency-ms 100] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import requests
+from psycopg2.extensions import connection as Connection
+
+from benchmarks.common import (
+    gbif_standin,
+    generated_names,
+    insert_identifications,
+    print_table,
+    scratch_database,
+    species_keys,
+)
+from observing_pipelines.clients.gbif import MATCH_PATH, parse_match
+from observing_pipelines.db import app_tables
+from observing_pipelines.db.connection import connect
+from observing_pipelines.resources import build_resources
+from observing_pipelines.settings import Settings
+from observing_pipelines.taxa.matching import judge_match
+from observing_pipelines.taxa.resolve import ResolveOptions, TaxaResolver
+from observing_pipelines_tests.fakes import FakeGbif
+
+LEGACY_PAUSE_SECONDS = 0.1  # the binary's --rate-limit-ms default
+
+
+@dataclass(frozen=True)
+class Measurement:
+    names: int
+    seconds: float
+    requests: int
+
+    @property
+    def names_per_second(self) -> float:
+        return self.names / self.seconds
+
+    @property
+    def requests_per_second(self) -> float:
+        return self.requests / self.seconds
+
+
+def run_ours(db_url: str, settings: Settings) -> int:
+    """One pass as `observing-pipelines resolve-taxa` runs it; returns the names resolved."""
+    resources = build_resources(settings)
+    gbif = resources["gbif"].get_client()
+    wikidata = resources["wikidata"].get_client()
+    options = ResolveOptions(max_concurrency=settings.gbif_max_concurrency)
+    try:
+        with connect(db_url) as conn:
+            return TaxaResolver(conn, gbif, wikidata, options).run().names.resolved
+    finally:
+        gbif.http.close()
+        wikidata.http.close()
+
+
+def run_legacy(db_url: str, settings: Settings) -> int:
+    """Today's name pass (app-database-contract.md §5.2): for each distinct (name, kingdom),
+    cache lookup, one GET, taxa upsert, UPDATE, then the pause; every statement on its own
+    (autocommit); one session for all requests; then the refresh. Returns names resolved."""
+    session = requests.Session()
+    session.headers["User-Agent"] = settings.http.user_agent
+    resolved = 0
+    with connect(db_url) as conn:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT DISTINCT scientific_name, kingdom FROM ingester.identifications "
+                "WHERE accepted_taxon_key IS NULL AND scientific_name <> '' "
+                "ORDER BY scientific_name, kingdom"
+            )
+            pairs = cur.fetchall()
+            for name, kingdom in pairs:
+                cur.execute(
+                    "SELECT taxon_key FROM ingester.taxa WHERE lower(scientific_name) = lower(%s)"
+                    " AND (%s::text IS NULL OR kingdom = %s) LIMIT 1",
+                    (name, kingdom, kingdom),
+                )
+                cached = cur.fetchone()
+                key = cached[0] if cached else _legacy_ask(session, settings, conn, name, kingdom)
+                if key is not None:
+                    cur.execute(
+                        "UPDATE ingester.identifications SET accepted_taxon_key = %s, "
+                        "indexed_at = now() WHERE accepted_taxon_key IS NULL "
+                        "AND scientific_name = %s AND (%s::text IS NULL OR kingdom = %s)",
+                        (key, name, kingdom, kingdom),
+                    )
+                    resolved += 1
+                time.sleep(LEGACY_PAUSE_SECONDS)
+        app_tables.refresh_community_ids(conn)
+    session.close()
+    return resolved
+
+
+def _legacy_ask(
+    session: requests.Session, settings: Settings, conn: Connection, name: str, kingdom: str | None
+) -> int | None:
+    params = {"scientificName": name} | ({"kingdom": kingdom} if kingdom else {})
+    response = session.get(
+        settings.gbif_base_url + MATCH_PATH, params=params, timeout=settings.http.timeout_seconds
+    )
+    if response.status_code != 200:
+        return None
+    answer = judge_match(parse_match(response.json()))
+    app_tables.upsert_taxa(conn, answer.rows)
+    return answer.accepted_taxon_key
+
+
+def reset(db_url: str) -> None:
+    """Back to the starting line: nothing stamped, cached or remembered."""
+    with connect(db_url) as conn, conn, conn.cursor() as cur:
+        cur.execute(
+            "TRUNCATE ingester.taxa, pipelines.resolution_attempts, pipelines.identification_stamps"
+        )
+        cur.execute("UPDATE ingester.identifications SET accepted_taxon_key = NULL")
+    with connect(db_url) as conn:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("VACUUM ANALYZE ingester.identifications, ingester.taxa")
+
+
+def measure(
+    run: Callable[[str, Settings], int], db_url: str, settings: Settings, fake: FakeGbif
+) -> Measurement:
+    reset(db_url)
+    calls_before = fake.calls
+    started = time.monotonic()
+    names = run(db_url, settings)
+    seconds = time.monotonic() - started
+    return Measurement(names, seconds, fake.calls - calls_before)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--names", type=int, default=300, help="distinct unstamped names")
+    parser.add_argument("--latency-ms", type=float, default=100.0, help="stand-in answer delay")
+    parser.add_argument("--rounds", type=int, default=3, help="runs of each algorithm")
+    args = parser.parse_args()
+
+    names = generated_names(args.names)
+    keys = species_keys(names)
+    algorithms = {"ours (defaults)": run_ours, "legacy (serial + 100 ms)": run_legacy}
+    results: dict[str, list[Measurement]] = {label: [] for label in algorithms}
+    with (
+        gbif_standin(args.latency_ms / 1000, keys) as (base_url, fake),
+        scratch_database(prefix="op_bench_ours") as ours_db,
+        scratch_database(prefix="op_bench_legacy") as legacy_db,
+    ):
+        databases = dict(zip(algorithms, (ours_db, legacy_db), strict=True))
+        for db_url in databases.values():
+            insert_identifications(db_url, names, 1)
+        settings = replace(Settings.from_env({}), gbif_base_url=base_url)
+        for round_number in range(args.rounds):
+            order = list(algorithms) if round_number % 2 == 0 else list(reversed(algorithms))
+            for label in order:
+                result = measure(algorithms[label], databases[label], settings, fake)
+                if result.names != args.names:
+                    raise SystemExit(f"{label} resolved {result.names} of {args.names} names")
+                results[label].append(result)
+                print(
+                    f"round {round_number + 1}: {label}: {result.seconds:.2f}s, "
+                    f"{result.requests_per_second:.2f} requests/s",
+                    flush=True,
+                )
+
+    limit = 1000 / settings.gbif_min_interval_ms
+    legacy_rate = statistics.median(m.names_per_second for m in results[list(algorithms)[1]])
+    rows = []
+    for label, measurements in results.items():
+        names_per_second = statistics.median(m.names_per_second for m in measurements)
+        requests_per_second = statistics.median(m.requests_per_second for m in measurements)
+        rows.append(
+            [
+                label,
+                args.names,
+                statistics.median(m.seconds for m in measurements),
+                names_per_second,
+                requests_per_second,
+                f"{requests_per_second / limit:.0%}",
+                f"{names_per_second / legacy_rate:.2f}x",
+            ]
+        )
+    print_table(
+        f"resolve_taxa throughput: {args.names} names, stand-in latency {args.latency_ms:g} ms, "
+        f"rate limit {limit:g} requests/s (GBIF_RATE_LIMIT_MS={settings.gbif_min_interval_ms}), "
+        f"GBIF_MAX_CONCURRENCY={settings.gbif_max_concurrency}, median of {args.rounds} rounds",
+        [
+            "algorithm",
+            "names",
+            "seconds",
+            "names/s",
+            "requests/s",
+            "share of rate limit",
+            "ratio vs legacy",
+        ],
+        rows,
+    )
+
+
+if __name__ == "__main__":
+    main()
