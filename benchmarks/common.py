@@ -7,6 +7,7 @@ production pays for; only GBIF is simulated, with a fixed answer delay.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import csv
 import functools
@@ -180,6 +181,14 @@ def generated_names(n: int, seed: int = 0) -> list[str]:
     while len(names) < n:
         names.setdefault(f"{rng.choice(pool)} {_word(rng, _EPITHET_ENDINGS)}", None)
     return list(names)
+
+
+def standin_parser(doc: str, *, names: int, latency_ms: float) -> argparse.ArgumentParser:
+    """Options every benchmark against the GBIF stand-in takes: how many names, how slow."""
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
+    parser.add_argument("--names", type=int, default=names, help="distinct unstamped names")
+    parser.add_argument("--latency-ms", type=float, default=latency_ms, help="stand-in delay")
+    return parser
 
 
 def species_keys(names: Sequence[str]) -> dict[str, int]:

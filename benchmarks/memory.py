@@ -12,7 +12,6 @@ sensor still poll as in production.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import tempfile
 import time
@@ -36,6 +35,7 @@ from benchmarks.common import (
     print_table,
     scratch_database,
     species_keys,
+    standin_parser,
 )
 
 MIB = 1024 * 1024
@@ -107,9 +107,7 @@ def mib(value: float) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--names", type=int, default=10_000, help="distinct unstamped names")
-    parser.add_argument("--latency-ms", type=float, default=2.0, help="stand-in answer delay")
+    parser = standin_parser(__doc__, names=10_000, latency_ms=2.0)
     parser.add_argument("--idle-seconds", type=float, default=20.0, help="idle sampling time")
     parser.add_argument("--interval", type=float, default=0.5, help="seconds between samples")
     parser.add_argument("--timeout", type=float, default=600.0, help="longest run to wait for")

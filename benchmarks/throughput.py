@@ -11,7 +11,6 @@ same stand-in, alternating per round so machine noise hits both; medians are rep
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 from collections.abc import Callable
@@ -27,6 +26,7 @@ from benchmarks.common import (
     print_table,
     scratch_database,
     species_keys,
+    standin_parser,
 )
 from observing_pipelines.clients.gbif import MATCH_PATH, parse_match
 from observing_pipelines.db import app_tables
@@ -146,9 +146,7 @@ def measure(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--names", type=int, default=300, help="distinct unstamped names")
-    parser.add_argument("--latency-ms", type=float, default=100.0, help="stand-in answer delay")
+    parser = standin_parser(__doc__, names=300, latency_ms=100.0)
     parser.add_argument("--rounds", type=int, default=3, help="runs of each algorithm")
     args = parser.parse_args()
 
