@@ -46,7 +46,7 @@ CLOSED_PORT_URL = "http://127.0.0.1:9"
 
 STEPS: dict[str, tuple[tuple[Any, str], ...]] = {
     "selection": (
-        (app_tables, "identification_writes"),
+        (app_tables, "view_source_writes"),
         (app_tables, "pending_name_pairs"),
         (app_tables, "pending_taxon_ids"),
         (app_tables, "taxa_by_lower_name"),

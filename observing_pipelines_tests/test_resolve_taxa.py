@@ -384,6 +384,42 @@ def test_a_pass_with_nothing_to_do_skips_the_whole_table_steps(conn, world, run_
         assert cur.fetchone()[0] == 1
 
 
+def test_an_occurrence_arriving_after_its_identification_refreshes_the_view(conn, world, run_pass):
+    """The view joins occurrences: one ingested after its identification (the ingester allows
+    that order) must reach `community_ids` at the next pass, though nothing is stamped."""
+    with conn:
+        app_tables.insert_identifications(
+            conn,
+            [NewIdentification("at://i/late", "did:plc:a", "at://o/late", "Helianthus annuus")],
+        )
+    with conn, conn.cursor() as cur:
+        cur.execute("DELETE FROM ingester.occurrences")
+        app_tables.publish_own_writes(conn)
+    run_pass()
+    assert not run_pass().refreshed
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            "INSERT INTO ingester.occurrences (uri, cid, did, created_at) "
+            "VALUES ('at://o/late', 'cid', 'did:plc:a', now())"
+        )
+        app_tables.publish_own_writes(conn)
+    assert run_pass().refreshed
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT occurrence_uri FROM ingester.community_ids")
+        assert cur.fetchall() == [("at://o/late",)]
+
+
+def test_the_whole_table_steps_run_at_least_hourly(conn, world, run_pass):
+    """Statistics can miss a write (track_counts off, a lost message on old servers): an old
+    mark counts as a change."""
+    identify(conn, ("Helianthus annuus", "Plantae"))
+    run_pass()
+    with conn, conn.cursor() as cur:
+        cur.execute("UPDATE pipelines.change_marks SET recorded_at = now() - interval '61 minutes'")
+    assert run_pass().refreshed
+    assert not run_pass().refreshed
+
+
 def test_a_kingdom_pass_leaves_the_change_mark_to_full_passes(conn, world, run_pass):
     identify(conn, ("Helianthus annuus", "Plantae"), ("Panthera leo", "Animalia"))
     run_pass()

@@ -101,25 +101,27 @@ def pending_taxon_ids(conn: Connection, kingdom: str | None = None) -> list[str]
         return [uri for (uri,) in cur.fetchall()]
 
 
-def identification_writes(conn: Connection) -> int:
-    """Rows ever inserted, updated or deleted in `ingester.identifications`, from the server's
-    cumulative statistics: a catalog read, whatever the table's size.
+def view_source_writes(conn: Connection) -> int:
+    """Rows ever inserted, updated or deleted in the tables `community_ids` reads
+    (identifications and occurrences), from the server's cumulative statistics: a catalog
+    read, whatever the tables' size.
 
     The counters can lag a busy writer by seconds and restart from zero after a crash or a
     stats reset; callers only compare them for equality, so either shows up as a change.
     """
     with conn.cursor() as cur:
         cur.execute(
-            "SELECT n_tup_ins + n_tup_upd + n_tup_del FROM pg_stat_user_tables "
-            "WHERE relid = 'ingester.identifications'::regclass"
+            "SELECT coalesce(sum(n_tup_ins + n_tup_upd + n_tup_del), 0) FROM pg_stat_user_tables "
+            "WHERE relid IN ('ingester.identifications'::regclass, "
+            "'ingester.occurrences'::regclass)"
         )
-        return cur.fetchone()[0]
+        return int(cur.fetchone()[0])
 
 
 def publish_own_writes(conn: Connection) -> None:
     """Have this session's write counts reach `pg_stat_user_tables` at its next commit instead
-    of up to a second or more later (PostgreSQL 15+; older servers publish them on their own
-    within half a second). The next pass then finds our own stamps already counted."""
+    of a second or more later (PostgreSQL 15+; older servers send them when the session next
+    reports, at the latest when it closes). The next pass then finds our own stamps counted."""
     if conn.server_version >= 150000:
         with conn.cursor() as cur:
             cur.execute("SELECT pg_stat_force_next_flush()")

@@ -336,12 +336,20 @@ def last_failures(conn: Connection, job: str, keys: Iterable[int]) -> dict[int, 
         return dict(cur.fetchall())
 
 
-def change_mark(conn: Connection, name: str) -> int | None:
-    """The write count a pass last recorded under `name` (see `save_change_mark`)."""
+@dataclass(frozen=True)
+class ChangeMark:
+    writes: int
+    recorded_at: datetime
+
+
+def change_mark(conn: Connection, name: str) -> ChangeMark | None:
+    """The write count a pass last recorded under `name` (see `save_change_mark`), and when."""
     with conn.cursor() as cur:
-        cur.execute("SELECT writes FROM pipelines.change_marks WHERE name = %s", (name,))
+        cur.execute(
+            "SELECT writes, recorded_at FROM pipelines.change_marks WHERE name = %s", (name,)
+        )
         row = cur.fetchone()
-        return row[0] if row else None
+        return ChangeMark(*row) if row else None
 
 
 def save_change_mark(conn: Connection, name: str, writes: int) -> None:

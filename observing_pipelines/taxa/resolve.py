@@ -3,9 +3,9 @@
 One pass, as today: (0) unstamp identifications edited since we stamped them; (1) the name pass
 over distinct (name, kingdom) pairs still unstamped; (2) the taxonID pass over the URIs still
 unstamped after it; (3) one `REFRESH MATERIALIZED VIEW CONCURRENTLY` of `community_ids`.
-Steps 0 and 3 read the whole table, so they run only when someone wrote identifications since
-the last pass (or this pass stamped some): a pass with nothing to do reads only the unstamped
-rows (`TaxaResolver._look_for_changes`).
+Steps 0 and 3 read the whole table, so they run only when someone wrote identifications or
+occurrences since the last pass (or this pass stamped some), and at least hourly: a pass with
+nothing to do reads only the unstamped rows (`TaxaResolver._look_for_changes`).
 
 Each distinct question is asked once: pairs that differ only in spacing or case share a lookup.
 A lookup is answered by, in order, our memo (`pipelines.resolution_attempts`), the taxa cache,
@@ -51,6 +51,7 @@ log = logging.getLogger("observing_pipelines.resolve_taxa")
 PROGRESS_EVERY = 50
 IN_FLIGHT_PER_WORKER = 4
 CHANGE_MARK = "resolve_taxa"
+FULL_SWEEP_EVERY = timedelta(hours=1)
 
 
 @dataclass(frozen=True)
@@ -349,27 +350,35 @@ class TaxaResolver:
                     app_tables.refresh_community_ids(self.conn)
                 report.refreshed = True
             else:
-                log.info("No identification written since the last pass; community_ids current")
+                log.info("Nothing written since the last pass; community_ids is current")
             with self.conn:  # our own stamps and resets are writes too, and now refreshed
                 app_tables.publish_own_writes(self.conn)
-                if self.options.kingdom is None:
+                if self.options.kingdom is None and report.refreshed:
                     state.save_change_mark(self.conn, CHANGE_MARK, writes + ours)
         report.http_calls = self.gbif.http.calls + self.wikidata.http.calls - calls_before
         report.seconds = time.monotonic() - started
         return report
 
     def _look_for_changes(self) -> tuple[bool, int]:
-        """Whether anyone wrote identifications since the last full pass left its mark, and the
-        table's write count now. Only then can a name have been edited, and only then does
-        `community_ids` need a refresh for rows we do not stamp: both steps read the whole
-        table, so a pass with nothing to do skips them. A kingdom pass always does them (it
-        does not keep the mark)."""
+        """Whether the tables `community_ids` reads (identifications, occurrences) were written
+        since the last pass that swept and refreshed, and their write count now. Only then can
+        a name have been edited, and only then does the view need a refresh for rows we do not
+        stamp: both steps read the whole table, so a pass with nothing to do skips them.
+
+        The counters are statistics: a server without them (`track_counts` off, a partitioned
+        table) or one that loses some (PostgreSQL 14 and older) could hide a write, so the
+        steps also run when the last sweep is older than `FULL_SWEEP_EVERY`. A kingdom pass or
+        a re-resolve always runs them (a kingdom pass does not keep the mark)."""
         report = self.report
         with self.conn:
-            writes = app_tables.identification_writes(self.conn)
+            writes = app_tables.view_source_writes(self.conn)
+            mark = state.change_mark(self.conn, CHANGE_MARK)
             changed = (
                 self.options.kingdom is not None
-                or state.change_mark(self.conn, CHANGE_MARK) != writes
+                or bool(self.options.force_names)
+                or mark is None
+                or mark.writes != writes
+                or mark.recorded_at < datetime.now(UTC) - FULL_SWEEP_EVERY
             )
             if changed:
                 report.rows_reset = app_tables.reset_edited_identifications(
