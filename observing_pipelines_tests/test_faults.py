@@ -646,15 +646,15 @@ def test_the_dagster_step_rides_out_a_postgres_restart_through_its_retry_policy(
 
 # -- 3. a flaky GBIF -------------------------------------------------------------------------
 
-FLAKY_POLICY = replace(TEST_POLICY, timeout_seconds=0.6, max_attempts=2)
+FLAKY_POLICY = replace(TEST_POLICY, timeout_seconds=1.5, max_attempts=2)
 """Two tries per request (so about one lookup in eleven fails for good at a 30% fault rate)
-and a 0.6 s timeout: far above a loopback answer even on a busy machine, below the 1 s the
-fake's "timeout" sleeps."""
+and a 1.5 s timeout: far above a loopback answer even on a starved CI machine, below the 2.5 s
+the fake's "timeout" sleeps."""
 
 FAULT_MESSAGES = {
     "429": "HTTP 429",
     "500": "HTTP 500",
-    "timeout": "timed out after 0.6s",
+    "timeout": "timed out after 1.5s",
     "html": "HTML page (text/html",
     "truncated": "unreadable body (application/json)",
 }
@@ -714,7 +714,7 @@ def test_a_flaky_gbif_fails_items_cleanly_and_retries_reach_the_clean_result(
     in the failure ledger with its error and next try, and must not be stamped; retrying the
     failures must end exactly where a run that never saw a fault ends."""
     world = build_world(names=200, identifications=600, seed=4)
-    fake = fakes.FaultyGbif(gbif_server, fault_rate=0.0, seed=11, timeout_sleep=1.0)
+    fake = fakes.FaultyGbif(gbif_server, fault_rate=0.0, seed=11, timeout_sleep=2.5)
     world.serve(fake)
     with (
         closing(psycopg2.connect(clean_db_url)) as clean,

@@ -13,6 +13,7 @@ and auth on Cloud SQL. `benchmarks/idle_db_load.py` measures both.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,7 @@ from dagster import Field
 from dagster._serdes import ConfigurableClassData
 from dagster_postgres import DagsterPostgresStorage
 from dagster_postgres.utils import create_pg_engine
+from sqlalchemy.engine import Engine
 
 from observing_pipelines.db.connection import (
     DAGSTER_SCHEMA,
@@ -37,16 +39,17 @@ def dagster_storage_url(url: str) -> str:
 
 @dataclass(frozen=True)
 class ConnectionPool:
-    """A per-engine pool (run, event log and schedule storage each have one engine).
+    """One pool per process, which the run, event log and schedule storage share.
 
-    `size` connections stay open per engine; bursts (the daemon's threads polling at once) may
-    open `max_overflow` more, closed again when returned. Connections are replaced after
+    `size` connections stay open; bursts (the daemon's threads polling at once, a run's GBIF
+    workers logging) may open `max_overflow` more, closed again when returned, so size plus
+    overflow should cover `GBIF_MAX_CONCURRENCY` + 1. Connections are replaced after
     `recycle_seconds` and pinged before use, so a restarted or failed-over server costs one
     reconnect instead of a failed storage call.
     """
 
-    size: int = 1
-    max_overflow: int = 4
+    size: int = 2
+    max_overflow: int = 6
     recycle_seconds: int = 3600
 
     def engine_options(self) -> dict[str, Any]:
@@ -55,7 +58,24 @@ class ConnectionPool:
             "max_overflow": self.max_overflow,
             "pool_recycle": self.recycle_seconds,
             "pool_pre_ping": True,
+            # A pooled connection lives for an hour: notice a dead peer (failover, a dropped
+            # NAT mapping) in about a minute instead of the kernel's 15, so a ping cannot hang.
+            "connect_args": {
+                "keepalives": 1,
+                "keepalives_idle": 30,
+                "keepalives_interval": 10,
+                "keepalives_count": 3,
+                "connect_timeout": 10,
+            },
         }
+
+
+@functools.cache
+def _pooled_engine(postgres_url: str, pool: ConnectionPool) -> Engine:
+    """One engine per URL and pool in a process, shared by every instance built in it: the
+    code server builds a new `DagsterInstance` for each sensor tick and never disposes its
+    storages, so engines of their own would each leave their connections open."""
+    return create_pg_engine(postgres_url, isolation_level="AUTOCOMMIT", **pool.engine_options())
 
 
 class AppDatabaseDagsterStorage(DagsterPostgresStorage):
@@ -75,9 +95,7 @@ class AppDatabaseDagsterStorage(DagsterPostgresStorage):
             # the webserver swaps it the same way in `optimize_for_webserver`).
             for part in (self._run_storage, self._event_log_storage, self._schedule_storage):
                 part._engine.dispose()
-                part._engine = create_pg_engine(
-                    postgres_url, isolation_level="AUTOCOMMIT", **pool.engine_options()
-                )
+                part._engine = _pooled_engine(postgres_url, pool)
 
     @classmethod
     def config_type(cls) -> dict[str, Field]:
