@@ -22,12 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psycopg2
 import yaml
 
 from benchmarks.common import dagster_services, print_table, scratch_database
 from observing_pipelines.db.dagster_storage import dagster_storage_url
 from observing_pipelines_tests.private_postgres import QUICK_AND_LOOSE, private_cluster
+from observing_pipelines_tests.services import fetch
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PINGS = {"SELECT 1", "SELECT $1"}  # the pool's pre-ping, as sent and as pg_stat_statements shows it
@@ -69,17 +69,6 @@ def stats_cluster(pg_bin: Path) -> Iterator[str]:
         yield cluster.url()
 
 
-def _query(url: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    conn = psycopg2.connect(url)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql, params)
-            return cur.fetchall() if cur.description else []
-    finally:
-        conn.close()
-
-
 def measure(admin_url: str, database: str, seconds: float) -> Window:
     """Counters of `database` over `seconds`, read from the admin database so the reads do not
     count against it."""
@@ -87,17 +76,17 @@ def measure(admin_url: str, database: str, seconds: float) -> Window:
         "SELECT oid, sessions, xact_commit + xact_rollback FROM pg_stat_database d "
         "JOIN pg_database USING (datname) WHERE datname = %s"
     )
-    [(oid, sessions_before, xacts_before)] = _query(admin_url, counters, (database,))
-    _query(admin_url, "SELECT pg_stat_statements_reset(0, %s::oid, 0)", (oid,))
+    [(oid, sessions_before, xacts_before)] = fetch(admin_url, counters, (database,))
+    fetch(admin_url, "SELECT pg_stat_statements_reset(0, %s::oid, 0)", (oid,))
     time.sleep(seconds)
-    _query(admin_url, "SELECT pg_stat_clear_snapshot()")
-    [(_, sessions_after, xacts_after)] = _query(admin_url, counters, (database,))
-    calls = _query(
+    fetch(admin_url, "SELECT pg_stat_clear_snapshot()")
+    [(_, sessions_after, xacts_after)] = fetch(admin_url, counters, (database,))
+    calls = fetch(
         admin_url,
         "SELECT calls, query FROM pg_stat_statements WHERE dbid = %s ORDER BY calls DESC",
         (oid,),
     )
-    held = _query(
+    held = fetch(
         admin_url,
         "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
         (database,),

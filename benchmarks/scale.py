@@ -38,6 +38,7 @@ from observing_pipelines.clients.wikidata import WikidataClient
 from observing_pipelines.db import app_tables, state
 from observing_pipelines.taxa.names import normalise_name, subject_digest
 from observing_pipelines.taxa.resolve import PassReport, ResolveOptions, TaxaResolver
+from observing_pipelines_tests.services import fetch
 
 PER_NAME = 20
 NOT_FOUND_SHARE = 0.01
@@ -104,22 +105,8 @@ def timed_steps() -> Iterator[dict[str, float]]:
             setattr(module, name, original)
 
 
-def _sql(url: str, statement: str, params: Any = None, *, autocommit: bool = False) -> list[Any]:
-    conn = psycopg2.connect(url)
-    conn.autocommit = autocommit
-    try:
-        with conn.cursor() as cur:
-            cur.execute(statement, params)
-            rows = cur.fetchall() if cur.description else []
-        if not autocommit:
-            conn.commit()
-        return rows
-    finally:
-        conn.close()
-
-
 def seq_scans(url: str) -> int:
-    return _sql(
+    return fetch(
         url,
         "SELECT seq_scan FROM pg_stat_user_tables "
         "WHERE relid = 'ingester.identifications'::regclass",
@@ -176,7 +163,7 @@ def load(url: str, rows: int) -> None:
             )
     finally:
         conn.close()
-    _sql(url, "VACUUM ANALYZE", autocommit=True)
+    fetch(url, "VACUUM ANALYZE", autocommit=True)
 
 
 def run_pass(url: str) -> Measured:
@@ -207,7 +194,7 @@ def one_new_ingest(url: str) -> None:
     conn = psycopg2.connect(url)
     try:
         with conn:
-            (name,) = _sql(url, "SELECT scientific_name FROM ingester.taxa LIMIT 1")[0]
+            (name,) = fetch(url, "SELECT scientific_name FROM ingester.taxa LIMIT 1")[0]
             app_tables.insert_identifications(
                 conn,
                 [
@@ -228,12 +215,12 @@ def measure_size(rows: int) -> list[tuple[str, Measured]]:
     with scratch_database(prefix="op_scale") as url:
         load(url, rows)
         results = [("full pass", run_pass(url))]
-        _sql(url, "VACUUM ANALYZE ingester.identifications", autocommit=True)
+        fetch(url, "VACUUM ANALYZE ingester.identifications", autocommit=True)
         results.append(("nothing to do", run_pass(url)))
         one_new_ingest(url)
         results.append(("one new ingest", run_pass(url)))
-        _sql(url, "DROP INDEX ingester.identifications_unstamped_idx")
-        _sql(url, "ANALYZE ingester.identifications", autocommit=True)
+        fetch(url, "DROP INDEX ingester.identifications_unstamped_idx")
+        fetch(url, "ANALYZE ingester.identifications", autocommit=True)
         results.append(("nothing to do, no partial index", run_pass(url)))
     return results
 

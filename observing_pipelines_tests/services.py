@@ -49,6 +49,24 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def fetch(
+    db_url: str, sql: str, params: tuple | dict | None = None, *, autocommit: bool = False
+) -> list[tuple]:
+    """Run one statement on a connection of its own and return its rows (none for a statement
+    that returns none). `autocommit` for statements that refuse a transaction (VACUUM)."""
+    conn = psycopg2.connect(db_url)
+    conn.autocommit = autocommit
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql, params)
+            rows = cur.fetchall() if cur.description else []
+        if not autocommit:
+            conn.commit()
+        return rows
+    finally:
+        conn.close()
+
+
 def wait_for(predicate: Callable[[], T], seconds: float, what: str) -> T:
     """Poll `predicate` every half second until it returns something truthy, and return that."""
     deadline = time.monotonic() + seconds
@@ -121,13 +139,7 @@ class Services:
             return None
 
     def query(self, sql: str, params: tuple | dict = ()) -> list[tuple]:
-        conn = psycopg2.connect(self.db_url)
-        try:
-            with conn, conn.cursor() as cur:
-                cur.execute(sql, params)
-                return cur.fetchall()
-        finally:
-            conn.close()
+        return fetch(self.db_url, sql, params)
 
     def finish(self, run_id: str, seconds: float = 180) -> DagsterRunStatus:
         def done() -> DagsterRunStatus | None:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import shutil
 
-import psycopg2
 import pytest
 from dagster import DagsterInstance, DagsterRun
 
 from observing_pipelines_tests.conftest import PROJECT_ROOT
+from observing_pipelines_tests.services import fetch
 
 
 @pytest.fixture
@@ -17,16 +17,6 @@ def instance(tmp_path, db_url, monkeypatch):
     monkeypatch.setenv("DATABASE_URL", db_url)
     with DagsterInstance.from_config(str(tmp_path)) as loaded:
         yield loaded
-
-
-def fetch(db_url: str, sql: str) -> list[tuple]:
-    conn = psycopg2.connect(db_url)
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute(sql)
-            return cur.fetchall()
-    finally:
-        conn.close()
 
 
 def backends(db_url: str) -> list[tuple]:
