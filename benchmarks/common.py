@@ -34,7 +34,7 @@ from dagster_graphql import DagsterGraphQLClient
 from pytest_httpserver import HTTPServer
 
 from observing_pipelines.db import migrate
-from observing_pipelines_tests.conftest import _admin, _with_database
+from observing_pipelines_tests.cloud_sql import autocommit, with_database
 from observing_pipelines_tests.fakes import HELIANTHUS_LINEAGE, FakeGbif, PacedGbif, match_body
 from observing_pipelines_tests.services import free_port
 
@@ -90,13 +90,13 @@ def scratch_database(server: str | None = None, *, prefix: str = "op_bench") -> 
     even if connections are still open."""
     server = server or server_url()
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    _admin(server, f"CREATE DATABASE {name}")
+    autocommit(server, f"CREATE DATABASE {name}")
     try:
-        url = _with_database(server, name)
+        url = with_database(server, name)
         migrate.upgrade_all(url, app_mirror=True)
         yield url
     finally:
-        _admin(server, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        autocommit(server, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 _INSERT_IDENTIFICATIONS = """

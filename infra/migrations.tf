@@ -1,5 +1,5 @@
-# One-off: `observing-pipelines migrate` as the admin (our schema, Dagster's tables, roles.sql,
-# and the jobs_runtime password). Execute it before rolling out a new image:
+# One-off: `observing-pipelines migrate` as the admin (the jobs role and its grants, our schema,
+# Dagster's tables, the jobs_runtime password). Execute it before rolling out a new image:
 #   gcloud run jobs execute observing-pipelines-migrate --region us-central1 --wait
 resource "google_cloud_run_v2_job" "migrate" {
   project             = var.project_id

@@ -31,7 +31,7 @@ from observing_pipelines.db.connection import (
     database_url,
     redact,
 )
-from observing_pipelines.logging_json import relay_process_logs
+from observing_pipelines.logging_json import known_secrets, relay_process_logs, scrub
 from observing_pipelines.settings import GraphqlSettings, Settings
 
 log = logging.getLogger("observing_pipelines.cli")
@@ -159,20 +159,28 @@ def _resolve_taxa(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _migrate(args: argparse.Namespace, settings: Settings) -> int:
-    from observing_pipelines.db import migrate
-
     url = _configured_url(settings)
     if url is None:
         return EXIT_NO_DATABASE
-    migrate.upgrade_all(
-        url, app_mirror=args.app_mirror, jobs_password=settings.jobs_runtime_password
-    )
+    if not _apply_migrations(url, args.app_mirror, settings.jobs_runtime_password):
+        return EXIT_FAILED
     log.info("Migrations applied to %s", redact(url))
     return EXIT_OK
 
 
-def _dev(args: argparse.Namespace, settings: Settings) -> int:
+def _apply_migrations(url: str, app_mirror: bool, jobs_password: str | None = None) -> bool:
+    """Every migration step; on a database error, its one line (`MigrationFailed`) and False."""
     from observing_pipelines.db import migrate
+
+    try:
+        migrate.upgrade_all(url, app_mirror=app_mirror, jobs_password=jobs_password)
+    except migrate.MigrationFailed as error:
+        log.error("%s", scrub(str(error), known_secrets()))
+        return False
+    return True
+
+
+def _dev(args: argparse.Namespace, settings: Settings) -> int:
     from observing_pipelines.db.embedded import start_embedded_postgres
     from observing_pipelines.demo import DEMO_IDENTIFICATIONS
 
@@ -183,7 +191,8 @@ def _dev(args: argparse.Namespace, settings: Settings) -> int:
         if embedded
         else database_url(settings.database)
     )
-    migrate.upgrade_all(url, app_mirror=embedded)
+    if not _apply_migrations(url, app_mirror=embedded):
+        return EXIT_FAILED
     if embedded:
         with connect(url) as conn, conn:
             if app_tables.count_identifications(conn) == 0:

@@ -4,7 +4,9 @@ Database: `OBSERVING_TEST_DATABASE_URL` names a server we may create databases o
 at 127.0.0.1:5432). Without it, the tests start the same embedded PostgreSQL the README's `dev`
 command uses, under `.local/test-pgdata`, so a fresh clone needs nothing but Python. One
 template database is migrated per session (app mirror, our schema, Dagster's tables); each test
-gets its own copy, made with `CREATE DATABASE ... TEMPLATE` in a fraction of a second.
+gets its own copy, made with `CREATE DATABASE ... TEMPLATE` in a fraction of a second. The
+template is the app's database as Cloud SQL has it, migrated by an admin who is no superuser
+(`cloud_sql.py`), so every test runs against what a deploy produces.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg2
 import pytest
@@ -25,6 +26,9 @@ from observing_pipelines.clients.gbif import GbifClient
 from observing_pipelines.clients.http import HttpPolicy, PoliteHttpClient
 from observing_pipelines.clients.wikidata import WikidataClient
 from observing_pipelines.db import migrate
+from observing_pipelines.db.roles import JOBS_ROLE
+from observing_pipelines_tests import cloud_sql
+from observing_pipelines_tests.cloud_sql import ADMIN, Shape, as_user, autocommit
 from observing_pipelines_tests.fakes import FakeCommons, FakeGbif, FakeWikidata
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -40,11 +44,6 @@ TEST_POLICY = HttpPolicy(
 )
 
 
-def _with_database(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path=f"/{name}"))
-
-
 @pytest.fixture(scope="session")
 def server_url() -> str:
     """URL of a database on a server where the tests may create and drop databases."""
@@ -56,36 +55,39 @@ def server_url() -> str:
     return start_embedded_postgres(PROJECT_ROOT / ".local" / "test-pgdata", keep_running=False)
 
 
-def _admin(url: str, statement: str) -> None:
-    conn = psycopg2.connect(url)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(statement)
-    finally:
-        conn.close()
-
-
 @pytest.fixture(scope="session")
 def template_database(server_url: str) -> Iterator[str]:
+    """The app's database as production has it (`cloud_sql.Shape.PRODUCTION`: runtime roles
+    made beforehand, the view owned by `ingester_runtime`), migrated by the Cloud SQL-shaped
+    admin, who is no superuser. Each test gets a copy."""
+    cloud_sql.prepare_cluster(server_url, Shape.PRODUCTION)
     name = f"op_template_{uuid.uuid4().hex[:12]}"
-    _admin(server_url, f"CREATE DATABASE {name}")
     try:
-        migrate.upgrade_all(_with_database(server_url, name), app_mirror=True)
+        admin_url = cloud_sql.build_app_database(server_url, name, Shape.PRODUCTION)
+        migrate.upgrade_all(admin_url, app_mirror=False)
         yield name
     finally:
-        _admin(server_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        autocommit(server_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 @pytest.fixture
 def db_url(server_url: str, template_database: str) -> Iterator[str]:
-    """A fresh, fully migrated database for one test."""
-    name = f"op_test_{uuid.uuid4().hex[:12]}"
-    _admin(server_url, f"CREATE DATABASE {name} TEMPLATE {template_database}")
-    try:
-        yield _with_database(server_url, name)
-    finally:
-        _admin(server_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    """A fresh, fully migrated database for one test, owned by the admin; the URL is the
+    superuser's, for setting up data (`admin_url` and `jobs_url` connect as the roles)."""
+    with cloud_sql.copy_of(server_url, template_database, owner=ADMIN) as url:
+        yield url
+
+
+@pytest.fixture
+def admin_url(db_url: str) -> str:
+    """The test database as Cloud SQL's admin (no superuser), who runs `migrate`."""
+    return as_user(db_url, ADMIN)
+
+
+@pytest.fixture
+def jobs_url(db_url: str) -> str:
+    """The test database as the jobs' role, as the services connect."""
+    return as_user(db_url, JOBS_ROLE)
 
 
 @pytest.fixture

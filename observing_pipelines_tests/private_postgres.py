@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from observing_pipelines_tests.conftest import _admin
+from observing_pipelines_tests.cloud_sql import autocommit
 from observing_pipelines_tests.services import free_port
 
 QUICK_AND_LOOSE = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
@@ -57,7 +57,7 @@ class PrivateCluster:
         self.pg_ctl("-m", "fast", "-w", "restart")
 
     def admin(self, statement: str) -> None:
-        _admin(self.url(), statement)
+        autocommit(self.url(), statement)
 
 
 def pgserver_bin_dir() -> Path | None:

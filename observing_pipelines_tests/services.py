@@ -18,7 +18,6 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -33,8 +32,10 @@ from dagster_graphql import DagsterGraphQLClient
 from pytest_httpserver import HTTPServer
 
 from observing_pipelines.db import app_tables
+from observing_pipelines.db.roles import JOBS_ROLE
 from observing_pipelines_tests import fakes
-from observing_pipelines_tests.conftest import PROJECT_ROOT, _admin, _with_database
+from observing_pipelines_tests.cloud_sql import ADMIN, as_user, copy_of
+from observing_pipelines_tests.conftest import PROJECT_ROOT
 from observing_pipelines_tests.fakes import CommonsFile, FakeCommons, FakeGbif, FakeWikidata
 
 FINISHED = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
@@ -81,7 +82,10 @@ class Services:
     def __init__(
         self, tmp: Path, db_url: str, apis: dict[str, str], *, isolate: bool = False
     ) -> None:
-        """`apis` is extra environment for both services (API URLs, rate limits, crons)."""
+        """`apis` is extra environment for both services (API URLs, rate limits, crons).
+
+        The services connect as `jobs_runtime`, as they do in production; `query` uses
+        `db_url` (the test harness's superuser) to look and to set up."""
         home = tmp / "dagster_home"
         home.mkdir()
         config = yaml.safe_load((PROJECT_ROOT / "dagster.yaml").read_text())
@@ -93,7 +97,7 @@ class Services:
         self.isolate = isolate
         self.env = {k: v for k, v in os.environ.items() if not k.startswith(("DB_", "DAGSTER_"))}
         self.env |= apis | {
-            "DATABASE_URL": db_url,
+            "DATABASE_URL": as_user(db_url, JOBS_ROLE),
             "DAGSTER_HOME": str(home),
             "DAGSTER_WORKSPACE": str(PROJECT_ROOT / "workspace.yaml"),
             "PORT": str(self.port),
@@ -238,9 +242,17 @@ def services_on_a_copy(
 ) -> Iterator[Services]:
     """Webserver and daemon on a fresh copy of the template database holding two
     identifications (`TWO_IDENTIFICATIONS`), ready to serve; stopped and dropped at exit."""
-    name = f"op_services_{uuid.uuid4().hex[:10]}"
-    _admin(server_url, f"CREATE DATABASE {name} TEMPLATE {template_database}")
-    db_url = _with_database(server_url, name)
+    with copy_of(server_url, template_database, owner=ADMIN) as db_url:
+        _add_two_identifications(db_url)
+        running = Services(tmp, db_url, env, isolate=isolate)
+        try:
+            wait_for(running.server_info, 120, "the webserver's /server_info")
+            yield running
+        finally:
+            running.stop()
+
+
+def _add_two_identifications(db_url: str) -> None:
     conn = psycopg2.connect(db_url)
     with conn:
         app_tables.insert_identifications(
@@ -257,10 +269,3 @@ def services_on_a_copy(
             ],
         )
     conn.close()
-    running = Services(tmp, db_url, env, isolate=isolate)
-    try:
-        wait_for(running.server_info, 120, "the webserver's /server_info")
-        yield running
-    finally:
-        running.stop()
-        _admin(server_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

@@ -24,14 +24,13 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import dagster as dg
 import psycopg2
@@ -55,6 +54,7 @@ from observing_pipelines.jobs.resolve_taxa import (
 from observing_pipelines.resources import AppDatabaseResource, GbifResource, WikidataResource
 from observing_pipelines.taxa.resolve import PassReport, ResolveOptions, TaxaResolver
 from observing_pipelines_tests import fakes
+from observing_pipelines_tests.cloud_sql import copy_of
 from observing_pipelines_tests.conftest import PROJECT_ROOT, TEST_POLICY
 from observing_pipelines_tests.private_postgres import (
     QUICK_AND_LOOSE,
@@ -494,12 +494,8 @@ def private_cluster() -> Iterator[PrivateCluster]:
 
 @pytest.fixture
 def private_db_url(private_cluster: PrivateCluster) -> Iterator[str]:
-    name = f"op_test_{uuid.uuid4().hex[:12]}"
-    private_cluster.admin(f"CREATE DATABASE {name} TEMPLATE op_template")
-    try:
-        yield private_cluster.url(name)
-    finally:
-        private_cluster.admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    with copy_of(private_cluster.url(), "op_template") as url:
+        yield url
 
 
 def test_postgres_restarted_mid_pass_ends_the_cli_cleanly_and_the_next_pass_finishes(
@@ -663,17 +659,8 @@ FAULT_MESSAGES = {
 @pytest.fixture
 def clean_db_url(server_url: str, template_database: str) -> Iterator[str]:
     """A second fresh database, for the reference run without faults."""
-    name = f"op_test_{uuid.uuid4().hex[:12]}"
-    admin = psycopg2.connect(server_url)
-    admin.autocommit = True
-    try:
-        with admin.cursor() as cur:
-            cur.execute(f"CREATE DATABASE {name} TEMPLATE {template_database}")
-        yield urlunsplit(urlsplit(server_url)._replace(path=f"/{name}"))
-    finally:
-        with admin.cursor() as cur:
-            cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        admin.close()
+    with copy_of(server_url, template_database) as url:
+        yield url
 
 
 @contextmanager

@@ -126,3 +126,12 @@ def test_provider_is_pinned(module):
     (terraform,) = module["terraform"]
     google = terraform["required_providers"][0]["google"]
     assert re.fullmatch(r"\d+\.\d+\.\d+", google["version"])
+
+
+def test_the_jobs_role_is_never_a_cloud_sql_built_in_user():
+    """`migrate` creates jobs_runtime in SQL. A `google_sql_user` (a built-in user) would be
+    made a member of cloudsqlsuperuser, holding every table privilege."""
+    for path in sorted(INFRA.rglob("*.tf")):
+        with path.open() as handle:
+            blocks = _unquote(hcl2.load(handle)).get("resource", [])
+        assert not [kind for block in blocks for kind in block if kind == "google_sql_user"], path

@@ -1,18 +1,54 @@
-"""Migrations: our schema, Dagster's schema, the app mirror; nothing of ours in `public`."""
+"""Migrations: our schema, Dagster's schema, the app mirror; nothing of ours in `public`.
+
+The mirror is pinned to the app's own migrations (observ-ing/core `crates/observing-db/
+migrations/`, at the contract's HEAD): column order, the generated `event_date_range`, the
+indexes, PostGIS where it is installed, and the database's `search_path`.
+"""
 
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
+
+import pytest
 
 from observing_pipelines.db import migrate
+from observing_pipelines_tests.cloud_sql import ADMIN, as_user, autocommit, rows, with_database
 
 
 def tables(conn, schema):
+    """Tables and views of `schema`, without those an extension brings (PostGIS in public)."""
     with conn, conn.cursor() as cur:
         cur.execute(
-            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s", (schema,)
+            """
+            SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE n.nspname = %s AND c.relkind IN ('r', 'p', 'v', 'm')
+              AND NOT EXISTS (SELECT FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
+                              AND d.objid = c.oid AND d.deptype = 'e')
+            """,
+            (schema,),
         )
         return {name for (name,) in cur.fetchall()}
+
+
+def columns(conn, table):
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_schema = 'ingester' AND table_name = %s ORDER BY ordinal_position",
+            (table,),
+        )
+        return [name for (name,) in cur.fetchall()]
+
+
+def indexes(conn, table):
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT indexname, indexdef FROM pg_indexes "
+            "WHERE schemaname = 'ingester' AND tablename = %s",
+            (table,),
+        )
+        return dict(cur.fetchall())
 
 
 def test_schemas_and_tables(conn):
@@ -31,64 +67,158 @@ def test_schemas_and_tables(conn):
     assert {"runs", "event_logs", "jobs", "job_ticks", "alembic_version", "kvs"} <= tables(
         conn, "dagster"
     )
-    assert {"identifications", "taxa", "occurrences"} <= tables(conn, "ingester")
+    assert {"identifications", "taxa", "occurrences", "community_ids"} <= tables(conn, "ingester")
 
 
-def test_app_mirror_matches_the_contract(conn):
+# Order as the app's migrations leave it: CREATE TABLE order, then columns added later.
+IDENTIFICATION_COLUMNS = [
+    "uri", "cid", "did", "subject_uri", "subject_cid", "scientific_name", "taxon_rank",
+    "identification_qualifier", "taxon_id", "identification_verification_status", "type_status",
+    "date_identified", "indexed_at", "kingdom", "phylum", "class", "order", "family", "genus",
+    "accepted_taxon_key",  # 20260505100000_taxa_cache
+    "model_name", "model_version",  # 20260521000000_add_identification_model_fields
+]  # fmt: skip
+OCCURRENCE_COLUMNS = [
+    "uri", "cid", "did", "scientific_name",
+    "event_date_start",  # created as event_date, renamed in 20260615010000
+    "location", "coordinate_uncertainty_meters", "associated_media", "recorded_by", "taxon_id",
+    "taxon_rank", "kingdom", "phylum", "class", "order", "family", "genus", "created_at",
+    "indexed_at",
+    "organism_quantity", "organism_quantity_type",  # 20260606000000
+    "event_date_raw",  # 20260615000000
+    "event_date_end", "event_date_range",  # 20260615010000
+]  # fmt: skip
+TAXA_COLUMNS = [
+    "taxon_key", "scientific_name", "authorship", "rank", "status", "accepted_taxon_key",
+    "parent_key", "kingdom", "kingdom_key", "phylum", "phylum_key", "class", "class_key",
+    "order", "order_key", "family", "family_key", "genus", "genus_key", "species",
+    "species_key", "vernacular_name", "extinct", "fetched_at", "source",
+]  # fmt: skip
+VIEW_COLUMNS = ["occurrence_uri", "scientific_name", "kingdom", "accepted_taxon_key", "id_count"]
+
+
+def test_the_mirror_has_the_apps_columns_in_the_apps_order(conn):
+    assert columns(conn, "identifications") == IDENTIFICATION_COLUMNS
+    assert columns(conn, "occurrences") == OCCURRENCE_COLUMNS
+    assert columns(conn, "taxa") == TAXA_COLUMNS
     with conn, conn.cursor() as cur:
-        cur.execute("""SELECT column_name, data_type FROM information_schema.columns
-                       WHERE table_schema = 'ingester' AND table_name = 'identifications'
-                       ORDER BY ordinal_position""")
-        assert [c for c, _ in cur.fetchall()] == [
-            "uri",
-            "cid",
-            "did",
-            "subject_uri",
-            "subject_cid",
-            "scientific_name",
-            "taxon_rank",
-            "identification_qualifier",
-            "taxon_id",
-            "identification_verification_status",
-            "type_status",
-            "date_identified",
-            "indexed_at",
-            "kingdom",
-            "phylum",
-            "class",
-            "order",
-            "family",
-            "genus",
-            "accepted_taxon_key",
-        ]
         cur.execute(
-            "SELECT indexdef FROM pg_indexes WHERE indexname = 'community_ids_occurrence_uri_idx'"
+            "SELECT attname FROM pg_attribute WHERE attrelid = 'ingester.community_ids'::regclass "
+            "AND attnum > 0 ORDER BY attnum"
         )
-        assert "UNIQUE" in cur.fetchone()[0]
-        cur.execute(
-            "SELECT count(*) FROM information_schema.columns "
-            "WHERE table_schema = 'ingester' AND table_name = 'taxa'"
-        )
-        assert cur.fetchone()[0] == 25
+        assert [name for (name,) in cur.fetchall()] == VIEW_COLUMNS
 
 
-def test_migrations_are_idempotent(db_url, conn):
-    migrate.upgrade_all(db_url, app_mirror=True)
+def test_the_mirror_has_the_apps_indexes(conn):
+    assert set(indexes(conn, "identifications")) == {
+        "identifications_pkey",
+        "identifications_subject_uri_idx",
+        "identifications_did_idx",
+        "identifications_scientific_name_idx",
+        "idx_identifications_did_date_identified",
+        "identifications_model_name_idx",
+        "identifications_unstamped_idx",  # ours, recommended upstream (m0003)
+    }
+    occurrence_indexes = indexes(conn, "occurrences")
+    expected = {
+        "occurrences_pkey",
+        "occurrences_scientific_name_idx",
+        "occurrences_did_idx",
+        "occurrences_event_date_start_idx",
+        "idx_occurrences_did_created_at",
+        "occurrences_created_at_uri_idx",
+        "occurrences_event_date_range_idx",
+    }
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'postgis'")
+        postgis = cur.fetchone() is not None
+    if postgis:
+        expected.add("occurrences_location_idx")
+        assert "USING gist (location)" in occurrence_indexes["occurrences_location_idx"]
+    assert set(occurrence_indexes) == expected
+    assert "USING gist (event_date_range)" in occurrence_indexes["occurrences_event_date_range_idx"]
+    assert "UNIQUE" in indexes(conn, "community_ids")["community_ids_occurrence_uri_idx"]
+
+
+def test_location_is_postgis_geography_wherever_postgis_is_installed(conn):
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'postgis'")
+        postgis = cur.fetchone() is not None
+        cur.execute(
+            "SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
+            "WHERE attrelid = 'ingester.occurrences'::regclass AND attname = 'location'"
+        )
+        location_type = cur.fetchone()[0]
+    assert location_type == ("geography(Point,4326)" if postgis else "text")
+
+
+MAY_1, MAY_2 = datetime(2026, 5, 1, tzinfo=UTC), datetime(2026, 5, 2, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("start", "end"),
+    [(None, None), (None, MAY_2), (MAY_1, None), (MAY_1, MAY_2)],
+)
+def test_event_date_range_is_generated_as_the_app_does(conn, start, end):
+    """NULL for an undated occurrence (not the unbounded range), `[start, end)` otherwise."""
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            "INSERT INTO ingester.occurrences (uri, cid, did, created_at, event_date_start, "
+            "event_date_end) VALUES ('at://o', 'c', 'd', now(), %s, %s) "
+            "RETURNING event_date_range IS NULL, lower(event_date_range), upper(event_date_range),"
+            " lower_inc(event_date_range), upper_inc(event_date_range)",
+            (start, end),
+        )
+        is_null, lower, upper, lower_inc, upper_inc = cur.fetchone()
+    if start is None:
+        assert is_null
+    else:
+        assert (lower, upper, lower_inc, upper_inc) == (start, end, True, False)
+
+
+def test_the_database_search_path_is_the_apps(conn):
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT setconfig FROM pg_db_role_setting s "
+            "JOIN pg_database d ON d.oid = s.setdatabase "
+            "WHERE d.datname = current_database() AND s.setrole = 0"
+        )
+        assert cur.fetchone()[0] == ["search_path=ingester, appview, public"]
+        cur.execute("SHOW search_path")
+        assert cur.fetchone()[0] == "ingester, appview, public"
+
+
+def test_migrations_are_idempotent(db_url, admin_url, conn):
+    assert migrate.upgrade_all(admin_url, app_mirror=False) == []
     with conn, conn.cursor() as cur:
         cur.execute("SELECT version_num FROM pipelines.alembic_version ORDER BY 1")
-        assert [v for (v,) in cur.fetchall()] == ["m0003", "p0004"]
+        assert [v for (v,) in cur.fetchall()] == ["p0004"]
 
 
-def test_production_never_gets_the_mirror(server_url, db_url):
+def test_the_dev_path_mirror_and_all_twice_as_a_superuser(server_url):
+    """`observing-pipelines dev`: the mirror first, then ours, on the embedded superuser."""
+    name = f"op_dev_like_{uuid.uuid4().hex[:8]}"
+    autocommit(server_url, f"CREATE DATABASE {name}")
+    try:
+        url = with_database(server_url, name)
+        assert migrate.upgrade_all(url, app_mirror=True)
+        assert migrate.upgrade_all(url, app_mirror=True) == []
+        assert rows(url, "SELECT version_num FROM pipelines.alembic_version ORDER BY 1") == [
+            ("m0003",),
+            ("p0004",),
+        ]
+    finally:
+        autocommit(server_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def test_production_never_gets_the_mirror(server_url, template_database):
     import psycopg2
 
-    from observing_pipelines_tests.conftest import _admin, _with_database
-
     name = f"op_prod_like_{uuid.uuid4().hex[:8]}"
-    _admin(server_url, f"CREATE DATABASE {name}")
+    autocommit(server_url, f"CREATE DATABASE {name} OWNER {ADMIN}")
     try:
-        url = _with_database(server_url, name)
-        migrate.upgrade_all(url, app_mirror=False)
+        url = with_database(server_url, name)
+        migrate.upgrade_all(as_user(url, ADMIN), app_mirror=False)
         conn = psycopg2.connect(url)
         try:
             assert tables(conn, "ingester") == set()
@@ -96,4 +226,4 @@ def test_production_never_gets_the_mirror(server_url, db_url):
         finally:
             conn.close()
     finally:
-        _admin(server_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        autocommit(server_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

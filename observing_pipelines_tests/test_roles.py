@@ -1,15 +1,20 @@
-"""roles.sql against the real Postgres: each grant the jobs need, and each denial."""
+"""The roles `migrate` sets up, on the database as Cloud SQL has it (the template: production's
+shape, migrated by an admin who is no superuser): each grant the jobs need, each denial, a
+whole pass and Dagster's storage as `jobs_runtime`, and nothing left of the privileges
+`migrate` needed for a moment."""
 
 from __future__ import annotations
 
-import psycopg2
 import pytest
 from psycopg2 import errors
 
+from observing_pipelines.db import migrate
 from observing_pipelines.db.connection import connect
 from observing_pipelines.db.dagster_storage import AppDatabaseDagsterStorage, dagster_storage_url
+from observing_pipelines.db.roles import JOBS_ROLE
 from observing_pipelines.taxa.resolve import ResolveOptions, TaxaResolver
-from observing_pipelines_tests import fakes
+from observing_pipelines_tests import cloud_sql, fakes
+from observing_pipelines_tests.cloud_sql import ADMIN
 from observing_pipelines_tests.test_resolve_taxa import identify, keys
 
 
@@ -65,6 +70,7 @@ DENIED = {
         "SELECT count(*) FROM pipelines.resolution_attempts",
         "CREATE TABLE pipelines.scratch (x int)",
         "SELECT count(*) FROM dagster.runs",
+        "SELECT pipelines.refresh_community_ids()",
     ],
     "ingester_runtime": [
         ADD_FAILURE,
@@ -113,23 +119,24 @@ def test_jobs_role_owns_both_schemas_and_everything_in_them(conn):
         assert cur.fetchone()[0] == 0
 
 
-def test_a_whole_pass_runs_as_the_jobs_role(db_url, fake_gbif, gbif_client, wikidata_client):
+def test_a_whole_pass_runs_as_the_jobs_role(
+    db_url, jobs_url, fake_gbif, gbif_client, wikidata_client
+):
     fake_gbif.add_name(
         "Helianthus annuus",
         fakes.match_body("EXACT", fakes.HELIANTHUS_ANNUUS, fakes.HELIANTHUS_LINEAGE),
     )
     with connect(db_url) as admin:
         uris = identify(admin, ("Helianthus annuus", "Plantae"), ("Aaasdfadsf", None))
-    jobs_url = db_url.replace("postgres@", "jobs_runtime@", 1)
     with connect(jobs_url) as conn:
         report = TaxaResolver(conn, gbif_client, wikidata_client, ResolveOptions()).run()
         assert report.refreshed and report.names.resolved == 1
         assert keys(conn, uris) == [9206251, None]
 
 
-def test_dagster_storage_works_as_the_jobs_role(db_url):
+def test_dagster_storage_works_as_the_jobs_role(jobs_url):
     storage = AppDatabaseDagsterStorage(
-        postgres_url=dagster_storage_url(db_url.replace("postgres@", "jobs_runtime@", 1)),
+        postgres_url=dagster_storage_url(jobs_url),
         should_autocreate_tables=False,
     )
     try:
@@ -141,13 +148,35 @@ def test_dagster_storage_works_as_the_jobs_role(db_url):
             part.dispose()
 
 
-def test_migrations_can_run_again_after_the_ownership_change(db_url):
-    from observing_pipelines.db import migrate
+def test_migrate_runs_again_as_the_admin_and_changes_nothing(db_url, admin_url):
+    before = cloud_sql.catalog(db_url)
+    assert migrate.upgrade_all(admin_url, app_mirror=False) == []
+    assert cloud_sql.catalog(db_url) == before
 
-    migrate.upgrade_all(db_url, app_mirror=True)
-    with psycopg2.connect(db_url) as conn, conn.cursor() as cur:
-        cur.execute(
-            "SELECT count(*) FROM pg_tables "
-            "WHERE schemaname = 'dagster' AND tableowner <> 'jobs_runtime'"
-        )
-        assert cur.fetchone()[0] == 0
+
+def test_nothing_is_left_of_the_privileges_migrate_needed_for_a_moment(db_url):
+    assert not cloud_sql.can_act_as(db_url, ADMIN, "ingester_runtime")
+    assert not cloud_sql.can_act_as(db_url, ADMIN, "appview_runtime")
+    assert cloud_sql.can_act_as(db_url, ADMIN, JOBS_ROLE)  # kept: migrate acts as it
+    assert cloud_sql.rows(
+        db_url,
+        "SELECT has_database_privilege('jobs_runtime', current_database(), 'CREATE'), "
+        "has_schema_privilege('ingester_runtime', 'pipelines', 'CREATE')",
+    ) == [(False, False)]
+
+
+def test_the_jobs_role_holds_no_role_and_no_attribute(db_url):
+    assert cloud_sql.rows(
+        db_url,
+        "SELECT rolsuper, rolcreaterole, rolcreatedb, rolbypassrls, "
+        "(SELECT count(*) FROM pg_auth_members WHERE member = r.oid) "
+        "FROM pg_roles r WHERE rolname = 'jobs_runtime'",
+    ) == [(False, False, False, False, 0)]
+
+
+def test_the_refresh_runs_with_the_view_owners_rights_through_a_pinned_function(db_url):
+    assert cloud_sql.rows(
+        db_url,
+        "SELECT pg_get_userbyid(proowner), prosecdef, proconfig FROM pg_proc "
+        "WHERE oid = 'pipelines.refresh_community_ids()'::regprocedure",
+    ) == [("ingester_runtime", True, ["search_path=pg_catalog"])]

@@ -267,7 +267,8 @@ def _stamp(conn: Connection, wanted: str, match: str, via: str, params: tuple[li
 
 def refresh_community_ids(conn: Connection) -> None:
     """Make new stamps visible to the app's consensus filters: `REFRESH MATERIALIZED VIEW
-    CONCURRENTLY`, through the function `roles.sql` defines with the view owner's rights."""
+    CONCURRENTLY`, through the function `migrate` defines with the view owner's rights
+    (`db/roles.py`)."""
     with conn.cursor() as cur:
         cur.execute("SELECT pipelines.refresh_community_ids()")
 

@@ -51,11 +51,22 @@ def database_url(settings: DatabaseSettings) -> str:
     return f"postgresql://{credentials}@{settings.host}:{settings.port}/{name}"
 
 
-def with_search_path(url: str, schema: str) -> str:
-    """`url` with `options=-csearch_path=<schema>` (other query parameters kept)."""
+def with_session_options(
+    url: str, *, search_path: str | None = None, role: str | None = None
+) -> str:
+    """`url` whose sessions start with this `search_path` and as this `role`, added to the
+    libpq `options` it already has (a later `-c` wins; other query parameters kept).
+
+    `role` is `SET ROLE` at connection start: `migrate` runs our and Dagster's migrations as
+    the jobs' role, so what they create belongs to it from the start.
+    """
     parts = urlsplit(url)
-    query = [(k, v) for k, v in parse_qsl(parts.query) if k != "options"]
-    query.append(("options", f"-csearch_path={schema}"))
+    query = parse_qsl(parts.query)
+    options = [v for k, v in query if k == "options"]
+    options += [f"-c{k}={v}" for k, v in (("search_path", search_path), ("role", role)) if v]
+    query = [(k, v) for k, v in query if k != "options"]
+    if options:
+        query.append(("options", " ".join(options)))
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 

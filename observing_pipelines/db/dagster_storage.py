@@ -27,14 +27,14 @@ from observing_pipelines.db.connection import (
     DAGSTER_SCHEMA,
     database_url,
     sqlalchemy_url,
-    with_search_path,
+    with_session_options,
 )
 from observing_pipelines.settings import Settings
 
 
 def dagster_storage_url(url: str) -> str:
     """The app database URL as Dagster must see it: psycopg2 driver, `dagster` schema first."""
-    return sqlalchemy_url(with_search_path(url, DAGSTER_SCHEMA))
+    return sqlalchemy_url(with_session_options(url, search_path=DAGSTER_SCHEMA))
 
 
 @dataclass(frozen=True)

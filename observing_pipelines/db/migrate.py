@@ -1,26 +1,53 @@
-"""Schema migrations, in order: our schema (Alembic), then Dagster's own tables.
+"""`migrate`, step by step, as the app's admin (on Cloud SQL: no superuser).
 
-Then `roles.sql` gives the jobs' role (`jobs_runtime`) ownership of both schemas and its grants
-on the app's tables.
+1. `app mirror` (development and tests only): the app's tables as observ-ing/core makes them.
+2. `roles` (`roles.prepare`, one transaction, as the admin): the jobs' role, our two schemas
+   owned by it, its grants on the app's tables. Whatever needs the admin's privileges is here,
+   so a missing privilege stops `migrate` before anything of ours has changed.
+3. `pipelines schema`: our Alembic branch, as `jobs_runtime`.
+4. `dagster schema`: Dagster's own tables, created or upgraded by Dagster, as `jobs_runtime`.
+5. `grants to the app` (`roles.grant_app_reads`, as `jobs_runtime`).
 
-Alembic keeps two independent branches in one script folder: `pipelines` (our schema and the
-empty `dagster` schema, always applied) and `app_mirror` (the app's tables, for development and
-tests only). Dagster's tables are then created and upgraded by Dagster itself, inside the
-`dagster` schema, through the same storage class the webserver and daemon use.
+Steps 3-5 act as the jobs' role (`SET ROLE` at connection start), so what they create belongs
+to it from the start. Each step is idempotent and each Alembic revision is its own transaction,
+so after any failure a rerun completes the work. A database error ends in `MigrationFailed`,
+whose text is one line: the step, PostgreSQL's reason (naming the missing privilege) and the
+statement.
+
+Alembic keeps two independent branches in one script folder: `pipelines` and `app_mirror`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
+import psycopg2
 from alembic import command
 from alembic.config import Config
+from sqlalchemy.exc import DBAPIError
 
-from observing_pipelines.db.connection import connect, sqlalchemy_url
+from observing_pipelines.db import roles
+from observing_pipelines.db.connection import connect, sqlalchemy_url, with_session_options
 from observing_pipelines.db.dagster_storage import AppDatabaseDagsterStorage, dagster_storage_url
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
-ROLES_SQL = Path(__file__).parent / "roles.sql"
+MAX_STATEMENT_SHOWN = 300
+PRIVILEGES_HELP = "the admin's privileges are listed in README.md, 'Migrating as Cloud SQL's admin'"
+
+
+class MigrationFailed(Exception):
+    """`migrate` stopped at `step`; `str()` is the one line the command prints."""
+
+    def __init__(self, step: str, reason: str, statement: str | None) -> None:
+        line = f'migrate stopped at step "{step}": {reason}'
+        if statement:
+            shown = " ".join(statement.split())
+            if len(shown) > MAX_STATEMENT_SHOWN:
+                shown = shown[: MAX_STATEMENT_SHOWN - 3] + "..."
+            line += f"; statement: {shown}"
+        super().__init__(line)
+        self.step = step
 
 
 def alembic_config(url: str) -> Config:
@@ -54,18 +81,58 @@ def upgrade_dagster(url: str) -> None:
             part.dispose()
 
 
-def apply_roles(url: str, jobs_password: str | None = None) -> None:
-    """Run `roles.sql` (the jobs role, its ownerships and grants; idempotent), and set the
-    role's password when one is given."""
-    with connect(url) as conn, conn, conn.cursor() as cur:
-        cur.execute(ROLES_SQL.read_text())
-        if jobs_password:
-            cur.execute("ALTER ROLE jobs_runtime PASSWORD %s", (jobs_password,))
+def prepare_roles(url: str, jobs_password: str | None = None) -> list[str]:
+    with connect(url) as conn:
+        return roles.prepare(conn, jobs_password)
 
 
-def upgrade_all(url: str, *, app_mirror: bool, jobs_password: str | None = None) -> None:
+def grant_app_reads(url: str) -> list[str]:
+    with connect(url) as conn:
+        return roles.grant_app_reads(conn)
+
+
+def upgrade_all(url: str, *, app_mirror: bool, jobs_password: str | None = None) -> list[str]:
+    """Every step in order (see the module's docstring); `url` is the admin's. Returns the
+    statements the roles steps ran: none when roles and grants were already in place."""
+    as_jobs = with_session_options(url, role=roles.JOBS_ROLE)
+    role_statements: list[str] = []
+    steps: list[tuple[str, Callable[[], object]]] = [
+        ("roles", lambda: role_statements.extend(prepare_roles(url, jobs_password))),
+        ("pipelines schema", lambda: upgrade_pipelines(as_jobs)),
+        ("dagster schema", lambda: upgrade_dagster(as_jobs)),
+        ("grants to the app", lambda: role_statements.extend(grant_app_reads(as_jobs))),
+    ]
     if app_mirror:
-        upgrade_app_mirror(url)
-    upgrade_pipelines(url)
-    upgrade_dagster(url)
-    apply_roles(url, jobs_password)
+        steps.insert(0, ("app mirror", lambda: upgrade_app_mirror(url)))
+    for step, run in steps:
+        try:
+            run()
+        except (roles.StatementFailed, DBAPIError, psycopg2.Error) as error:
+            raise _failure(step, error) from error
+    return role_statements
+
+
+def _failure(step: str, error: Exception) -> MigrationFailed:
+    statement: str | None = None
+    cause: BaseException = error
+    if isinstance(error, roles.StatementFailed):
+        statement, cause = error.statement, error.cause
+    elif isinstance(error, DBAPIError):
+        statement, cause = error.statement, error.orig or error
+    elif isinstance(error, psycopg2.Error) and error.cursor is not None and error.cursor.query:
+        statement = error.cursor.query.decode(errors="replace")
+    return MigrationFailed(step, _reason(cause), statement)
+
+
+def _reason(cause: BaseException) -> str:
+    """PostgreSQL's own words (its message names the missing privilege), with the detail and
+    hint it gives and the SQLSTATE; connection failures by their first line."""
+    if not isinstance(cause, psycopg2.Error) or cause.diag.message_primary is None:
+        return " ".join(str(cause).split("\n", 1)[0].split())
+    diag = cause.diag
+    reason = diag.message_primary
+    reason += "".join(f" ({extra})" for extra in (diag.message_detail, diag.message_hint) if extra)
+    reason += f" [SQLSTATE {diag.sqlstate}]"
+    if diag.sqlstate == "42501":  # insufficient_privilege
+        reason += f" - {PRIVILEGES_HELP}"
+    return " ".join(reason.split())

@@ -1,13 +1,22 @@
 """Development and test mirror of the app tables the jobs use (never applied in production).
 
-Column for column as observ-ing/core has them after its 32 sqlx migrations
-(`../shared/docs/app-database-contract.md` §4): `ingester.identifications`, `ingester.taxa`,
-`ingester.occurrences` and the `ingester.community_ids` materialized view with the unique index
-that `REFRESH ... CONCURRENTLY` needs. Production gets these from the app's own migrations; this
-branch exists so tests and `observing-pipelines dev` run against the same shapes.
+As observ-ing/core's sqlx migrations leave them at the contract's HEAD (`../shared/docs/
+app-database-contract.md` §4, checked against `crates/observing-db/migrations/`), column for
+column and in the same order (columns added later by the app come last, as `ALTER TABLE ...
+ADD COLUMN` put them): `ingester.identifications`, `ingester.taxa`, `ingester.occurrences`
+with their indexes, and the `ingester.community_ids` materialized view with the unique index
+that `REFRESH ... CONCURRENTLY` needs. The database's `search_path` is the app's
+(`20260419000000_table_schemas`), so code relying on an unqualified name fails here as it
+would there. Production gets all of this from the app; this branch exists so tests and
+`observing-pipelines dev` run against the same shapes.
 
-`occurrences.location` is `geography(POINT,4326)` where PostGIS is installed; elsewhere (the
-embedded server, CI's Postgres) it is `text`, which the jobs never read.
+It is the app's CI and local shape: no runtime roles, everything owned by whoever migrates.
+The tests build production's shape around it (runtime roles made beforehand, the view owned by
+`ingester_runtime`; `observing_pipelines_tests/cloud_sql.py`).
+
+`occurrences.location` is `geography(Point,4326)` with the app's GiST index where PostGIS is
+installed; elsewhere (the embedded server, a Postgres without PostGIS) it is `text`, which the
+jobs never read, and has no index.
 
 Revision ID: m0001
 Revises:
@@ -31,8 +40,12 @@ def upgrade() -> None:
     )
     if has_postgis:
         op.execute("CREATE EXTENSION IF NOT EXISTS postgis")
-    location_type = "geography(POINT,4326)" if has_postgis else "text"
+    location_type = "geography(Point,4326)" if has_postgis else "text"
     op.execute("CREATE SCHEMA IF NOT EXISTS ingester")
+    op.execute(
+        "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET search_path = ingester, appview, "
+        "public', current_database()); END $$"
+    )
     op.execute(
         f"""
         CREATE TABLE ingester.occurrences (
@@ -41,11 +54,6 @@ def upgrade() -> None:
             did                           text NOT NULL,
             scientific_name               text,
             event_date_start              timestamptz,
-            event_date_end                timestamptz,
-            event_date_raw                text,
-            event_date_range              tstzrange GENERATED ALWAYS AS
-                                              (tstzrange(event_date_start, event_date_end, '[)'))
-                                              STORED,
             location                      {location_type},
             coordinate_uncertainty_meters integer,
             associated_media              jsonb,
@@ -58,28 +66,36 @@ def upgrade() -> None:
             "order"                       text,
             family                        text,
             genus                         text,
+            created_at                    timestamptz NOT NULL,
+            indexed_at                    timestamptz DEFAULT now(),
             organism_quantity             text,
             organism_quantity_type        text,
-            created_at                    timestamptz NOT NULL,
-            indexed_at                    timestamptz DEFAULT now()
+            event_date_raw                text,
+            event_date_end                timestamptz,
+            -- NULL for an undated occurrence, not the unbounded range (20260615010000)
+            event_date_range              tstzrange GENERATED ALWAYS AS (
+                CASE
+                    WHEN event_date_start IS NOT NULL
+                    THEN tstzrange(event_date_start, event_date_end, '[)')
+                END
+            ) STORED
         )
         """
     )
-    op.execute(
-        "CREATE INDEX occurrences_created_at_uri_idx "
-        "ON ingester.occurrences (created_at DESC, uri DESC)"
-    )
-    op.execute("CREATE INDEX occurrences_did_idx ON ingester.occurrences (did)")
-    op.execute(
-        "CREATE INDEX occurrences_event_date_range_idx "
-        "ON ingester.occurrences USING gist (event_date_range)"
-    )
-    op.execute(
-        "CREATE INDEX occurrences_event_date_start_idx ON ingester.occurrences (event_date_start)"
-    )
-    op.execute(
-        "CREATE INDEX occurrences_scientific_name_idx ON ingester.occurrences (scientific_name)"
-    )
+    occurrence_indexes = [
+        "occurrences_scientific_name_idx ON ingester.occurrences (scientific_name)",
+        "occurrences_did_idx ON ingester.occurrences (did)",
+        "occurrences_event_date_start_idx ON ingester.occurrences (event_date_start)",
+        "idx_occurrences_did_created_at ON ingester.occurrences (did, created_at DESC)",
+        "occurrences_created_at_uri_idx ON ingester.occurrences (created_at DESC, uri DESC)",
+        "occurrences_event_date_range_idx ON ingester.occurrences USING gist (event_date_range)",
+    ]
+    if has_postgis:
+        occurrence_indexes.append(
+            "occurrences_location_idx ON ingester.occurrences USING gist (location)"
+        )
+    for index in occurrence_indexes:
+        op.execute(f"CREATE INDEX {index}")
     op.execute(
         """
         CREATE TABLE ingester.identifications (
@@ -102,18 +118,22 @@ def upgrade() -> None:
             "order"                            text,
             family                             text,
             genus                              text,
-            accepted_taxon_key                 bigint
+            accepted_taxon_key                 bigint,
+            model_name                         text,
+            model_version                      text
         )
         """
     )
-    op.execute("CREATE INDEX identifications_did_idx ON ingester.identifications (did)")
-    op.execute(
-        "CREATE INDEX identifications_scientific_name_idx "
-        "ON ingester.identifications (scientific_name)"
-    )
-    op.execute(
-        "CREATE INDEX identifications_subject_uri_idx ON ingester.identifications (subject_uri)"
-    )
+    for index in (
+        "identifications_subject_uri_idx ON ingester.identifications (subject_uri)",
+        "identifications_did_idx ON ingester.identifications (did)",
+        "identifications_scientific_name_idx ON ingester.identifications (scientific_name)",
+        "idx_identifications_did_date_identified "
+        "ON ingester.identifications (did, date_identified DESC)",
+        "identifications_model_name_idx ON ingester.identifications (model_name) "
+        "WHERE model_name IS NOT NULL",
+    ):
+        op.execute(f"CREATE INDEX {index}")
     op.execute(
         """
         CREATE TABLE ingester.taxa (
@@ -157,25 +177,31 @@ def upgrade() -> None:
     op.execute(
         """
         CREATE MATERIALIZED VIEW ingester.community_ids AS
-        WITH latest AS (
+        WITH latest_ids AS (
             SELECT DISTINCT ON (did, subject_uri)
-                   subject_uri, scientific_name, kingdom, accepted_taxon_key
+                subject_uri, scientific_name, kingdom, accepted_taxon_key
             FROM ingester.identifications
             ORDER BY did, subject_uri, date_identified DESC
-        ), votes AS (
-            SELECT subject_uri, scientific_name, kingdom, accepted_taxon_key, count(*) AS id_count
-            FROM latest
+        ),
+        votes AS (
+            SELECT
+                subject_uri,
+                scientific_name,
+                kingdom,
+                accepted_taxon_key,
+                COUNT(*) AS id_count
+            FROM latest_ids
             GROUP BY subject_uri, scientific_name, kingdom, accepted_taxon_key
-        ), winners AS (
-            SELECT DISTINCT ON (subject_uri)
-                   subject_uri, scientific_name, kingdom, accepted_taxon_key, id_count
-            FROM votes
-            ORDER BY subject_uri, id_count DESC, scientific_name
         )
-        SELECT o.uri AS occurrence_uri, w.scientific_name, w.kingdom, w.accepted_taxon_key,
-               w.id_count
-        FROM winners w
-        JOIN ingester.occurrences o ON o.uri = w.subject_uri
+        SELECT DISTINCT ON (o.uri)
+            o.uri AS occurrence_uri,
+            v.scientific_name,
+            v.kingdom,
+            v.accepted_taxon_key,
+            v.id_count
+        FROM ingester.occurrences o
+        JOIN votes v ON v.subject_uri = o.uri
+        ORDER BY o.uri, v.id_count DESC, v.scientific_name
         """
     )
     op.execute(
@@ -190,3 +216,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.execute("DROP SCHEMA ingester CASCADE")
+    op.execute(
+        "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I RESET search_path', "
+        "current_database()); END $$"
+    )

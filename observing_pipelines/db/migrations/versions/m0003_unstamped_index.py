@@ -7,14 +7,14 @@ cannot match. The README ("Recommended index") gives the same statement for prod
 CONCURRENTLY; `benchmarks/scale.py` measures both.
 
 Revision ID: m0003
-Revises: m0002
+Revises: m0001
 Create Date: 2026-11-28
 """
 
 from alembic import op
 
 revision = "m0003"
-down_revision = "m0002"
+down_revision = "m0001"
 branch_labels = None
 depends_on = None
 

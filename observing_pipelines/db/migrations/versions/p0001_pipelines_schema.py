@@ -19,7 +19,12 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.execute("CREATE SCHEMA IF NOT EXISTS dagster")
+    # `migrate`'s roles step has made it (owned by the jobs' role, which runs this and may not
+    # create schemas); a bare `IF NOT EXISTS` would still ask for that privilege.
+    op.execute(
+        "DO $$ BEGIN IF to_regnamespace('dagster') IS NULL THEN CREATE SCHEMA dagster; "
+        "END IF; END $$"
+    )
     op.execute(
         """
         CREATE TABLE pipelines.resolution_attempts (

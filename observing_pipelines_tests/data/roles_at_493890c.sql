@@ -1,3 +1,6 @@
+-- roles.sql as main had it at 493890c (before migrate could run as Cloud SQL's non-superuser
+-- admin). Kept only so tests can build a database the way that main migrated it and prove
+-- that today's migrate upgrades it. Never run by the code.
 -- Database roles for observing-pipelines. Run by `observing-pipelines migrate` (as the admin,
 -- after Alembic and Dagster's own migrations) every time: every statement is idempotent.
 --
