@@ -123,16 +123,32 @@ def test_a_bad_token_is_recorded_per_taxon_without_leaking(
 
 
 def test_gbif_failures_and_empty_answers(conn, species, fake_gbif, gbif_server, gbif_client):
-    fake_gbif.red_list[201] = {}
+    fake_gbif.red_list[201] = {}  # GBIF's "no status"
     gbif_server.expect_request("/v1/species/202/iucnRedListCategory").respond_with_data(
         "<html/>", status=503, content_type="text/html"
     )
-    gbif_server.handlers.insert(
-        0, gbif_server.handlers.pop()
-    )  # the 503 answers before the generic route
+    unknown = gbif_server.expect_request("/v1/species/203/iucnRedListCategory")
+    unknown.respond_with_json(
+        {"timestamp": "2026-12-01T00:00:00Z", "status": 404, "error": "", "message": "no"},
+        status=404,
+    )
+    for _ in range(2):  # both answer before the generic route
+        gbif_server.handlers.insert(0, gbif_server.handlers.pop())
     report = sync_conservation(conn, gbif_client, None, ConservationOptions())
-    assert report.failed == 1 and set(failures(conn, "conservation_status")) == {202}
-    assert statuses(conn)[201][0] == "not_assessed"
+    assert report.failed == 2
+    recorded = failures(conn, "conservation_status")
+    assert set(recorded) == {202, 203} and "HTTP 404" in recorded[203][1]
+    assert statuses(conn)[201][0] == "not_assessed" and 203 not in statuses(conn)
+
+    # Backing off: the next run leaves them; once due, a good answer clears the failure.
+    assert sync_conservation(conn, gbif_client, None, ConservationOptions()).seen == 0
+    with conn, conn.cursor() as cur:
+        cur.execute("UPDATE pipelines.job_item_failures SET next_attempt_at = now()")
+    gbif_server.handlers.remove(unknown)  # 203 is known again
+    fake_gbif.red_list[203] = {"category": "VULNERABLE", "code": "VU"}
+    again = sync_conservation(conn, gbif_client, None, ConservationOptions())
+    assert set(failures(conn, "conservation_status")) == {202}
+    assert statuses(conn)[203][:2] == ("assessed", "VU") and again.failed == 1
 
 
 def test_iucn_recordings_parse(shared_fixtures):

@@ -150,12 +150,12 @@ class GbifClient:
         return self._match({"usageKey": key})
 
     def red_list_category(self, key: int) -> RedListCategory:
-        """The IUCN category GBIF holds for this usage; a 404 is no status."""
-        try:
-            body = self.http.request_json("GET", f"/v1/species/{key}/iucnRedListCategory")
-        except UpstreamNotFound:
-            return RedListCategory(code=None, accepted_name=None)
-        return parse_red_list_category(body)
+        """The IUCN category GBIF holds for this usage. GBIF answers `{}` when there is no
+        status; a 404 says the usage itself is unknown there, an error for that taxon
+        (recorded and retried with backoff), not "not assessed"."""
+        return parse_red_list_category(
+            self.http.request_json("GET", f"/v1/species/{key}/iucnRedListCategory")
+        )
 
     def _match(self, params: dict[str, str | int]) -> GbifMatch:
         """One matcher call; a 404 is no match, as the app has always read it."""
