@@ -95,8 +95,12 @@ class CloudLoggingFormatter(logging.Formatter):
         labels = {key: str(meta[key]) for key in LABEL_KEYS if meta.get(key)}
         extra = {}
         event = meta.get("dagster_event")
-        if event is not None:
-            extra["dagster_event_type"] = str(getattr(event, "event_type_value", ""))
+        if event is not None:  # RUN_SUCCESS rather than its stored value PIPELINE_SUCCESS
+            event_type = getattr(event, "event_type", None)
+            extra["dagster_event_type"] = str(getattr(event_type, "name", event_type))
+            error = getattr(getattr(event, "event_specific_data", None), "error", None)
+            if error is not None:  # "Execution of step ... failed." says nothing of why
+                message = f"{message} {root_cause(error)}"
         return cloud_logging_line(
             record.levelname,
             message,
@@ -106,6 +110,18 @@ class CloudLoggingFormatter(logging.Formatter):
             secrets=self.secrets,
             **extra,
         )
+
+
+MAX_CAUSE_LENGTH = 2000
+
+
+def root_cause(error: Any) -> str:
+    """The innermost error of a Dagster error chain (`SerializableErrorInfo.cause`), on one
+    line: `module.Type: message`. A step's own error wraps the one raised in our code."""
+    while getattr(error, "cause", None) is not None:
+        error = error.cause
+    text = " ".join(str(getattr(error, "message", error)).split())
+    return text if len(text) <= MAX_CAUSE_LENGTH else text[: MAX_CAUSE_LENGTH - 3] + "..."
 
 
 def event_logger() -> logging.Logger:

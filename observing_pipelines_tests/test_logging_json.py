@@ -5,12 +5,18 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 from observing_pipelines.logging_json import (
     CloudLoggingFormatter,
     known_secrets,
     relay_process_logs,
 )
+from observing_pipelines_tests.conftest import PROJECT_ROOT
 
 
 def relay(*lines: str, environ=None) -> list[dict]:
@@ -94,3 +100,58 @@ def test_formatter_labels_dagster_records():
         "job_name": "thumbnails",
         "step_key": "pipelines__taxon_images",
     }
+
+
+def dagster_job_execute(tmp_path, jobs_url, job: str, op_config: dict) -> list[dict]:
+    """`dagster job execute` as the README offers it, against the test database as the jobs'
+    role; returns its stdout, every line of which must be a JSON object."""
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    shutil.copy(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
+    (asset_op,) = op_config
+    config = tmp_path / "run.yaml"
+    config.write_text(json.dumps({"ops": {asset_op: {"config": op_config[asset_op]}}}))
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("DB_", "DAGSTER_"))}
+    command = ["job", "execute", "-m", "observing_pipelines.definitions", "-j", job]
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("dagster")), *command, "-c", str(config)],
+        env=environ
+        | {
+            "DAGSTER_HOME": str(home),
+            "DATABASE_URL": jobs_url,
+            "GBIF_BASE_URL": "http://127.0.0.1:9",  # nothing to ask: the database is empty
+            "WIKIDATA_SPARQL_URL": "http://127.0.0.1:9",
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+def test_dagster_job_execute_prints_the_runs_events_as_json(tmp_path, jobs_url):
+    lines = dagster_job_execute(
+        tmp_path, jobs_url, "resolve_taxa", {"ingester__identification_taxa": {"limit": 5}}
+    )
+    events = [line.get("dagster_event_type") for line in lines if "dagster_event_type" in line]
+    assert events[0] == "RUN_START" and events[-1] == "RUN_SUCCESS"
+    assert {"STEP_START", "STEP_SUCCESS", "ASSET_MATERIALIZATION", "ASSET_CHECK_EVALUATION"} <= set(
+        events
+    )
+    assert all(line["severity"] == "INFO" for line in lines)
+    assert all(
+        line["logging.googleapis.com/labels"]["job_name"] == "resolve_taxa" for line in lines
+    )
+    assert any(line["message"].startswith("resolve_taxa pass:") for line in lines)
+
+
+def test_dagster_job_execute_prints_a_failure_at_error(tmp_path, jobs_url):
+    lines = dagster_job_execute(
+        tmp_path, jobs_url, "thumbnails", {"pipelines__taxon_images": {"small_width": 321}}
+    )
+    failed = {line.get("dagster_event_type"): line["message"] for line in lines}
+    assert {"STEP_FAILURE", "RUN_FAILURE"} <= set(failed)
+    assert all(line["severity"] == "ERROR" for line in lines if "fail" in line["message"])
+    # the cause, not only "Execution of step ... failed."
+    assert "321px is not a Commons standard width" in failed["STEP_FAILURE"]

@@ -14,12 +14,46 @@ from observing_pipelines.db import app_tables
 from observing_pipelines.logging_json import CloudLoggingFormatter
 from observing_pipelines.resources import AppDatabaseResource
 
+RUN_MILESTONES = frozenset(
+    {
+        dg.DagsterEventType.RUN_START,
+        dg.DagsterEventType.RUN_SUCCESS,
+        dg.DagsterEventType.RUN_FAILURE,
+        dg.DagsterEventType.RUN_CANCELED,
+        dg.DagsterEventType.STEP_START,
+        dg.DagsterEventType.STEP_SUCCESS,
+        dg.DagsterEventType.STEP_FAILURE,
+        dg.DagsterEventType.STEP_UP_FOR_RETRY,
+        dg.DagsterEventType.STEP_RESTARTED,
+        dg.DagsterEventType.ASSET_MATERIALIZATION,
+        dg.DagsterEventType.ASSET_CHECK_EVALUATION,
+    }
+)
+"""Dagster's events a run prints: Dagster logs all its events at DEBUG, failures at ERROR."""
+
+
+class RunLineFilter(logging.Filter):
+    """A run's lines at INFO and above, and Dagster's milestone events (`RUN_MILESTONES`),
+    which Dagster logs at DEBUG, lifted to INFO: what an operator reads in Cloud Logging to
+    follow a run. Dagster's other bookkeeping events (resource set-up, captured logs, engine
+    notes) and DEBUG lines are left to the event log in the UI."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.INFO:
+            return True
+        event = (getattr(record, "dagster_meta", None) or {}).get("dagster_event")
+        if getattr(event, "event_type", None) in RUN_MILESTONES:
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            return True
+        return False
+
 
 @dg.logger(description="Every run line as one Cloud Logging JSON object on stdout.")
 def cloud_logging_logger(init_context: dg.InitLoggerContext) -> logging.Logger:
-    logger = logging.Logger("observing_pipelines_run", level=logging.INFO)
+    logger = logging.Logger("observing_pipelines_run", level=logging.DEBUG)
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(CloudLoggingFormatter())
+    handler.addFilter(RunLineFilter())
     logger.addHandler(handler)
     return logger
 
