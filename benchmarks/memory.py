@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
-import psycopg2
 import yaml
 
 from benchmarks.common import (
@@ -37,6 +36,7 @@ from benchmarks.common import (
     species_keys,
     standin_parser,
 )
+from observing_pipelines_tests.services import fetch
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB
@@ -78,28 +78,17 @@ class Samples:
 
 
 def run_status(db_url: str, run_id: str) -> tuple[str, float | None, float | None]:
-    conn = psycopg2.connect(db_url)
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute(
-                "SELECT status, start_time, end_time FROM dagster.runs WHERE run_id = %s",
-                (run_id,),
-            )
-            return cur.fetchone()
-    finally:
-        conn.close()
+    ((status, started, ended),) = fetch(
+        db_url, "SELECT status, start_time, end_time FROM dagster.runs WHERE run_id = %s", (run_id,)
+    )
+    return status, started, ended
 
 
 def stamped(db_url: str) -> int:
-    conn = psycopg2.connect(db_url)
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute(
-                "SELECT count(*) FROM ingester.identifications WHERE accepted_taxon_key IS NOT NULL"
-            )
-            return cur.fetchone()[0]
-    finally:
-        conn.close()
+    ((count,),) = fetch(
+        db_url, "SELECT count(*) FROM ingester.identifications WHERE accepted_taxon_key IS NOT NULL"
+    )
+    return int(count)
 
 
 def mib(value: float) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any, TypedDict
 
 import dagster as dg
 from psycopg2.extensions import connection as Connection
@@ -107,9 +108,19 @@ class IucnResource(HttpApiResource):
         return IucnClient(self.http_client("iucn"), self.token) if self.token else None
 
 
-def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
+class Resources(TypedDict):
+    """Every resource the jobs use, by the name their assets ask for."""
+
+    app_db: AppDatabaseResource
+    gbif: GbifResource
+    wikidata: WikidataResource
+    commons: CommonsResource
+    iucn: IucnResource
+
+
+def build_resources(settings: Settings) -> Resources:
     http = settings.http
-    shared = {
+    shared: dict[str, Any] = {
         "timeout_seconds": http.timeout_seconds,
         "user_agent": http.user_agent,
         "max_attempts": http.max_attempts,

@@ -222,7 +222,7 @@ class FakeWikidata:
         return self._results(["item", "gbif"], rows)
 
     def _image_rows(self, query: str) -> list[dict[str, Any]]:
-        rows = []
+        rows: list[dict[str, Any]] = []
         for key in re.findall(r'"([0-9]+)"', query):
             if int(key) not in self.images:
                 continue

@@ -68,7 +68,7 @@ def fetch(
         conn.close()
 
 
-def wait_for(predicate: Callable[[], T], seconds: float, what: str) -> T:
+def wait_for(predicate: Callable[[], T | None], seconds: float, what: str) -> T:
     """Poll `predicate` every half second until it returns something truthy, and return that."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:

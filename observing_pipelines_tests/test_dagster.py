@@ -67,7 +67,7 @@ def test_enrichment_assets_and_their_checks_run_green(
     identify(conn, ("Helianthus annuus", "Plantae"))
     http = {"min_interval_ms": 0}
     result = dg.materialize(
-        [*location.assets, *location.asset_checks],  # type: ignore[list-item]
+        [*location.assets, *location.asset_checks],
         resources={
             "app_db": AppDatabaseResource(url=db_url),
             "gbif": GbifResource(base_url=gbif_server.url_for(""), **http),

@@ -62,7 +62,7 @@ from observing_pipelines_tests.private_postgres import (
     pgserver_bin_dir,
 )
 from observing_pipelines_tests.private_postgres import private_cluster as start_private_cluster
-from observing_pipelines_tests.test_resolve_taxa import attempts, identify, keys
+from observing_pipelines_tests.test_resolve_taxa import identify, keys, outcome
 
 CLI = Path(sys.executable).with_name("observing-pipelines")
 INVARIANTS = ("self_parent_taxa", "stamps_without_taxon", "stamps_on_unusable_taxa")
@@ -249,14 +249,14 @@ def assert_consistent(conn: Connection, world: World) -> None:
     )
     assert duplicated == []
     by_name = world.species_by_name()
-    for subject, kingdom, outcome, key in query(
+    for subject, kingdom, remembered, key in query(
         conn,
         "SELECT subject, kingdom, outcome, accepted_taxon_key FROM pipelines.resolution_attempts",
     ):
         species = by_name[lookup_key(subject, kingdom)[0]]
-        if outcome == "error":
+        if remembered == "error":
             continue  # only the flaky-GBIF test sees these; it checks them itself
-        assert (outcome, key) == (
+        assert (remembered, key) == (
             ("resolved", species.key) if species.key else ("not_found", None)
         ), subject
 
@@ -778,7 +778,7 @@ def test_a_failure_later_answered_by_the_taxa_cache_leaves_the_failure_ledger(
         fake_gbif.script("Helianthus annuus", fakes.json_response({"error": "boom"}, 500))
     (without_kingdom,) = identify(conn, ("Helianthus annuus", None))
     resolve_in_process(conn, gbif_client, wikidata_client)
-    assert attempts(conn, "Helianthus annuus")["outcome"] == "error"
+    assert outcome(conn, "Helianthus annuus") == "error"
     identify(conn, ("Helianthus annuus", "Plantae"))
     resolve_in_process(conn, gbif_client, wikidata_client)  # the failed one still backs off
     with conn, conn.cursor() as cur:
@@ -786,7 +786,7 @@ def test_a_failure_later_answered_by_the_taxa_cache_leaves_the_failure_ledger(
     report = resolve_in_process(conn, gbif_client, wikidata_client)
     assert report.names.cache_hits == 1
     assert keys(conn, [without_kingdom]) == [fakes.HELIANTHUS_ANNUUS[0]]
-    assert attempts(conn, "Helianthus annuus")["outcome"] == "resolved"
+    assert outcome(conn, "Helianthus annuus") == "resolved"
 
 
 def test_a_malformed_taxon_id_is_recorded_and_does_not_sink_the_pass(
@@ -808,7 +808,7 @@ def test_a_malformed_taxon_id_is_recorded_and_does_not_sink_the_pass(
     )
     report = resolve_in_process(conn, gbif_client, wikidata_client)
     assert report.refreshed and keys(conn, uris) == [None, 5219404]
-    assert attempts(conn, "http://[gbif.org/species/5219404")["outcome"] == "invalid"
+    assert outcome(conn, "http://[gbif.org/species/5219404") == "invalid"
 
 
 def test_a_dropped_database_session_is_reported_by_its_cause(

@@ -61,6 +61,12 @@ def attempts(conn, subject: str, kingdom: str | None = None) -> dict | None:
         return dict(zip([d.name for d in cur.description], row, strict=True)) if row else None
 
 
+def outcome(conn, subject: str, kingdom: str | None = None) -> str | None:
+    """The last outcome remembered for a name or taxonID, None if it was never tried."""
+    tried = attempts(conn, subject, kingdom)
+    return tried["outcome"] if tried else None
+
+
 def snapshot(conn) -> dict[str, list]:
     """Every row the pass may touch, to prove a run changed nothing."""
     tables = {

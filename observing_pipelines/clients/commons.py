@@ -84,7 +84,8 @@ def parse_imageinfo(body: Any) -> dict[str, CommonsImage]:
         )
         if info is None:
             continue
-        extmetadata = info.get("extmetadata") if isinstance(info.get("extmetadata"), dict) else {}
+        raw_metadata = info.get("extmetadata")
+        extmetadata = raw_metadata if isinstance(raw_metadata, dict) else {}
         attribution = _meta(extmetadata, "AttributionRequired")
         width = info.get("thumbwidth")
         images[page["title"]] = CommonsImage(
@@ -104,10 +105,9 @@ def parse_imageinfo(body: Any) -> dict[str, CommonsImage]:
 def busy_signal(body: Any) -> str | None:
     """MediaWiki's "busy, come back later" errors arrive with HTTP 200 (`maxlag`, rate limits)."""
     error = body.get("error") if isinstance(body, dict) else None
-    code = error.get("code") if isinstance(error, dict) else None
-    if code in ("maxlag", "ratelimited"):
-        return f"{code}: {error.get('info', 'try again later')}"
-    return None
+    if not isinstance(error, dict) or error.get("code") not in ("maxlag", "ratelimited"):
+        return None
+    return f"{error['code']}: {error.get('info', 'try again later')}"
 
 
 class CommonsClient:

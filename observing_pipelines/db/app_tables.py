@@ -15,6 +15,7 @@ from dataclasses import astuple, dataclass, fields
 
 from psycopg2 import sql
 from psycopg2.extensions import connection as Connection
+from psycopg2.extensions import cursor as Cursor
 from psycopg2.extras import execute_values
 
 # Serialises our writers (overlapping runs, the CLI next to a scheduled run), so two passes never
@@ -66,6 +67,14 @@ class NamePair:
     kingdom: str | None
 
 
+def _count(cur: Cursor) -> int:
+    """The one number a `SELECT count(*)`-like statement just returned."""
+    row = cur.fetchone()
+    if row is None:
+        raise RuntimeError(f"no row from {cur.query!r}")
+    return int(row[0])
+
+
 def take_write_lock(conn: Connection) -> None:
     with conn.cursor() as cur:
         cur.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK_KEY,))
@@ -115,7 +124,7 @@ def view_source_writes(conn: Connection) -> int:
             "WHERE relid IN ('ingester.identifications'::regclass, "
             "'ingester.occurrences'::regclass)"
         )
-        return int(cur.fetchone()[0])
+        return _count(cur)
 
 
 def publish_own_writes(conn: Connection) -> None:
@@ -144,7 +153,7 @@ def reset_edited_identifications(conn: Connection, *, dry_run: bool) -> int:
     with conn.cursor() as cur:
         if dry_run:
             cur.execute(f"SELECT count(*) FROM ({edited}) e")
-            return cur.fetchone()[0]
+            return _count(cur)
         cur.execute(
             f"""
             WITH edited AS ({edited}),
@@ -332,7 +341,7 @@ def insert_identifications(conn: Connection, rows: Sequence[NewIdentification]) 
 def count_identifications(conn: Connection) -> int:
     with conn.cursor() as cur:
         cur.execute("SELECT count(*) FROM ingester.identifications")
-        return cur.fetchone()[0]
+        return _count(cur)
 
 
 # -- enrichment jobs ---------------------------------------------------------------------------
@@ -451,7 +460,7 @@ def restamp_identifications(conn: Connection, old_key: int, new_key: int | None)
             """,
             {"old": old_key, "new": new_key},
         )
-        return cur.fetchone()[0]
+        return _count(cur)
 
 
 # -- invariants (asset checks) -----------------------------------------------------------------
@@ -461,7 +470,7 @@ def count_violations(conn: Connection, invariant: str) -> int:
     """Rows breaking one of the invariants the jobs maintain (see `INVARIANTS`)."""
     with conn.cursor() as cur:
         cur.execute(f"SELECT count(*) FROM ({INVARIANTS[invariant]}) v")
-        return cur.fetchone()[0]
+        return _count(cur)
 
 
 INVARIANTS = {

@@ -74,7 +74,7 @@ def upgrade_dagster(url: str) -> None:
         storage.run_storage.upgrade()  # type: ignore[attr-defined]
         storage.run_storage.migrate()
         storage.event_log_storage.upgrade()
-        storage.schedule_storage.upgrade()  # type: ignore[attr-defined]
+        storage.schedule_storage.upgrade()
         storage.schedule_storage.migrate()
     finally:
         for part in (storage.run_storage, storage.event_log_storage, storage.schedule_storage):
@@ -127,10 +127,11 @@ def _failure(step: str, error: Exception) -> MigrationFailed:
 def _reason(cause: BaseException) -> str:
     """PostgreSQL's own words (its message names the missing privilege), with the detail and
     hint it gives and the SQLSTATE; connection failures by their first line."""
-    if not isinstance(cause, psycopg2.Error) or cause.diag.message_primary is None:
+    primary = cause.diag.message_primary if isinstance(cause, psycopg2.Error) else None
+    if not isinstance(cause, psycopg2.Error) or primary is None:
         return " ".join(str(cause).split("\n", 1)[0].split())
     diag = cause.diag
-    reason = diag.message_primary
+    reason = primary
     reason += "".join(f" ({extra})" for extra in (diag.message_detail, diag.message_hint) if extra)
     reason += f" [SQLSTATE {diag.sqlstate}]"
     if diag.sqlstate == "42501":  # insufficient_privilege

@@ -48,7 +48,7 @@ class RunLineFilter(logging.Filter):
         return False
 
 
-@dg.logger(description="Every run line as one Cloud Logging JSON object on stdout.")
+@dg.logger(None, description="Every run line as one Cloud Logging JSON object on stdout.")
 def cloud_logging_logger(init_context: dg.InitLoggerContext) -> logging.Logger:
     logger = logging.Logger("observing_pipelines_run", level=logging.DEBUG)
     handler = logging.StreamHandler(sys.stdout)

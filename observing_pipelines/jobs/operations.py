@@ -25,9 +25,9 @@ def dead_letter_sensor(context: dg.RunFailureSensorContext, app_db: AppDatabaseR
     if run.tags.get(WILL_RETRY_TAG) == "true":
         return
     step_errors = [
-        f"{event.step_key}: {event.event_specific_data.error.message.strip()}"
+        f"{event.step_key}: {event.step_failure_data.error.message.strip()}"
         for event in context.get_step_failure_events()
-        if event.event_specific_data and event.event_specific_data.error
+        if event.step_failure_data.error
     ]
     error = "; ".join([context.failure_event.message or "run failed", *step_errors])
     with app_db.connect() as conn, conn:

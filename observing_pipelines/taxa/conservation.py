@@ -14,6 +14,7 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from psycopg2.extensions import connection as Connection
 
@@ -106,7 +107,7 @@ def _from_gbif(gbif: GbifClient, taxon: DueTaxon) -> ConservationRow:
 
 
 def _from_iucn(iucn: IucnClient, taxon: DueTaxon) -> ConservationRow:
-    base = {
+    base: dict[str, Any] = {
         "taxon_key": taxon.taxon_key,
         "scientific_name": taxon.scientific_name,
         "source": "iucn",
@@ -115,11 +116,12 @@ def _from_iucn(iucn: IucnClient, taxon: DueTaxon) -> ConservationRow:
     found = iucn.taxon(*parts) if parts else None
     if found is None:
         return ConservationRow(status="not_found", **base)
-    ids = {"iucn_taxon_id": found.sis_id, "common_name_en": found.common_name_en}
+    ids: dict[str, Any] = {"iucn_taxon_id": found.sis_id, "common_name_en": found.common_name_en}
     summary = found.latest_global()
     if summary is None:
-        status = "regional_only" if found.assessments else "not_assessed"
-        return ConservationRow(status=status, **base, **ids)
+        return ConservationRow(
+            status="regional_only" if found.assessments else "not_assessed", **base, **ids
+        )
     assessment = iucn.assessment(summary.assessment_id)
     if assessment is None or assessment.category is None:
         return ConservationRow(status="not_assessed", **base, **ids)

@@ -13,6 +13,7 @@ This is where today's resolver quirks are fixed on purpose
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from observing_pipelines.clients.gbif import ClassificationEntry, GbifMatch, NameUsage
 from observing_pipelines.db.app_tables import TaxonRow
@@ -55,7 +56,7 @@ def judge_match(match: GbifMatch, queried_names: tuple[str, ...] = ()) -> Resolu
     """Accept or reject a match. `queried_names` (lower-case) guard HIGHERRANK answers; a
     lookup by key passes none."""
     usage = match.usage
-    common = {"match_type": match.match_type, "confidence": match.confidence}
+    common: dict[str, Any] = {"match_type": match.match_type, "confidence": match.confidence}
     if usage is None or match.match_type not in ACCEPTED_MATCH_TYPES:
         return Resolution(
             outcome="not_found", detail=f"GBIF matchType {match.match_type}", **common

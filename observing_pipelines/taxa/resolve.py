@@ -425,9 +425,11 @@ class TaxaResolver:
             by_name.setdefault(row.scientific_name.casefold(), []).append(row)
         for lookup in lookups:
             for name in cache_names(lookup.subject):
-                row = pick_cached(by_name.get(name, []), lookup.kingdom)
-                if row is not None:
-                    lookup.answer = Resolution("resolved", row.accepted_taxon_key, row.taxon_key)
+                cached = pick_cached(by_name.get(name, []), lookup.kingdom)
+                if cached is not None:
+                    lookup.answer = Resolution(
+                        "resolved", cached.accepted_taxon_key, cached.taxon_key
+                    )
                     break
 
     def _ask_gbif_by_name(self, lookup: Lookup) -> Resolution:

@@ -12,7 +12,10 @@ from sqlalchemy import create_engine, text
 from observing_pipelines.db.connection import PIPELINES_SCHEMA
 
 config = context.config
-engine = create_engine(config.get_main_option("sqlalchemy.url"))
+url = config.get_main_option("sqlalchemy.url")
+if url is None:
+    raise RuntimeError("db.migrate hands Alembic its URL; none was given")
+engine = create_engine(url)
 
 with engine.connect() as connection:
     if connection.execute(text(f"SELECT to_regnamespace('{PIPELINES_SCHEMA}')")).scalar() is None:
