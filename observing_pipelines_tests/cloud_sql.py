@@ -104,6 +104,23 @@ def run_sql(url: str, *statements: str) -> None:
             cur.execute(statement)
 
 
+def relations(url: str, schema: str) -> set[str]:
+    """Tables and views of `schema`, without those an extension brings (PostGIS in public)."""
+    return {
+        name
+        for (name,) in rows(
+            url,
+            """
+            SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE n.nspname = %s AND c.relkind IN ('r', 'p', 'v', 'm')
+              AND NOT EXISTS (SELECT FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
+                              AND d.objid = c.oid AND d.deptype = 'e')
+            """,
+            (schema,),
+        )
+    }
+
+
 def server_version(url: str) -> int:
     return int(rows(url, "SHOW server_version_num")[0][0])
 

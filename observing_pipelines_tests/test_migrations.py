@@ -13,22 +13,14 @@ from datetime import UTC, datetime
 import pytest
 
 from observing_pipelines.db import migrate
-from observing_pipelines_tests.cloud_sql import ADMIN, as_user, autocommit, rows, with_database
-
-
-def tables(conn, schema):
-    """Tables and views of `schema`, without those an extension brings (PostGIS in public)."""
-    with conn, conn.cursor() as cur:
-        cur.execute(
-            """
-            SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-            WHERE n.nspname = %s AND c.relkind IN ('r', 'p', 'v', 'm')
-              AND NOT EXISTS (SELECT FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
-                              AND d.objid = c.oid AND d.deptype = 'e')
-            """,
-            (schema,),
-        )
-        return {name for (name,) in cur.fetchall()}
+from observing_pipelines_tests.cloud_sql import (
+    ADMIN,
+    as_user,
+    autocommit,
+    relations,
+    rows,
+    with_database,
+)
 
 
 def columns(conn, table):
@@ -51,9 +43,9 @@ def indexes(conn, table):
         return dict(cur.fetchall())
 
 
-def test_schemas_and_tables(conn):
-    assert tables(conn, "public") == set()
-    assert tables(conn, "pipelines") == {
+def test_schemas_and_tables(db_url):
+    assert relations(db_url, "public") == set()
+    assert relations(db_url, "pipelines") == {
         "alembic_version",
         "resolution_attempts",
         "identification_stamps",
@@ -64,10 +56,10 @@ def test_schemas_and_tables(conn):
         "dead_letters",
         "change_marks",
     }
-    assert {"runs", "event_logs", "jobs", "job_ticks", "alembic_version", "kvs"} <= tables(
-        conn, "dagster"
-    )
-    assert {"identifications", "taxa", "occurrences", "community_ids"} <= tables(conn, "ingester")
+    dagster_tables = {"runs", "event_logs", "jobs", "job_ticks", "alembic_version", "kvs"}
+    assert dagster_tables <= relations(db_url, "dagster")
+    app_tables = {"identifications", "taxa", "occurrences", "community_ids"}
+    assert app_tables <= relations(db_url, "ingester")
 
 
 # Order as the app's migrations leave it: CREATE TABLE order, then columns added later.
@@ -212,18 +204,12 @@ def test_the_dev_path_mirror_and_all_twice_as_a_superuser(server_url):
 
 
 def test_production_never_gets_the_mirror(server_url, template_database):
-    import psycopg2
-
     name = f"op_prod_like_{uuid.uuid4().hex[:8]}"
     autocommit(server_url, f"CREATE DATABASE {name} OWNER {ADMIN}")
     try:
         url = with_database(server_url, name)
         migrate.upgrade_all(as_user(url, ADMIN), app_mirror=False)
-        conn = psycopg2.connect(url)
-        try:
-            assert tables(conn, "ingester") == set()
-            assert "runs" in tables(conn, "dagster")
-        finally:
-            conn.close()
+        assert relations(url, "ingester") == set()
+        assert "runs" in relations(url, "dagster")
     finally:
         autocommit(server_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
