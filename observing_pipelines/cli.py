@@ -3,7 +3,12 @@
 - `resolve-taxa` runs today's one-shot pass without Dagster, with today's flags and exit codes
   (0 done, 1 database connection, enumeration or refresh failed, 2 no database configured).
 - `migrate` applies our migrations, then Dagster's.
-- `webserver` and `daemon` start Dagster's services the way the container runs them.
+- `webserver` and `daemon` start Dagster's services the way the container runs them
+  (`supervisor.py`: one process group, Cloud Run's grace period, one daemon at a time).
+- `trigger` launches a job through the webserver's GraphQL API.
+
+Every command logs Cloud Logging JSON lines on stderr. Exit codes: 0 done, 1 failed, 2 usage
+(bad arguments, a bad setting, no database configured, input the jobs refuse).
 - `dev` sets up and starts the whole system locally: embedded Postgres when no database is
   configured, migrations, a demo data set in an empty database, then `dagster dev`;
   `stop-db` stops that embedded server.
@@ -15,15 +20,16 @@ import argparse
 import json
 import logging
 import os
-import signal
-import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any, TypeVar
 
 import psycopg2
 
+from observing_pipelines import inputs
 from observing_pipelines.db import app_tables
 from observing_pipelines.db.connection import (
     DatabaseNotConfiguredError,
@@ -31,8 +37,9 @@ from observing_pipelines.db.connection import (
     database_url,
     redact,
 )
-from observing_pipelines.logging_json import known_secrets, relay_process_logs, scrub
-from observing_pipelines.settings import GraphqlSettings, Settings
+from observing_pipelines.logging_json import json_logging, known_secrets, scrub
+from observing_pipelines.settings import GraphqlSettings, Settings, SettingsError
+from observing_pipelines.supervisor import LeaderLock, supervise
 
 log = logging.getLogger("observing_pipelines.cli")
 
@@ -40,7 +47,8 @@ log = logging.getLogger("observing_pipelines.cli")
 # `webserver` and `daemon` wrappers just relay logs and would otherwise hold ~100 MiB each of
 # modules they never use, inside the Cloud Run instance's memory (benchmarks/memory.py).
 
-EXIT_OK, EXIT_FAILED, EXIT_NO_DATABASE = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+T = TypeVar("T")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     resolve.add_argument("--dry-run", action="store_true", help="no HTTP call, no write")
     resolve.add_argument(
         "--limit",
-        type=_positive,
+        type=_rule(int, inputs.limit),
         help="ask upstream about at most N names (and N taxonIDs) per pass",
     )
     resolve.add_argument(
@@ -59,7 +67,11 @@ def main(argv: list[str] | None = None) -> int:
         type=_non_negative,
         help="minimum pause between GBIF requests (default 100)",
     )
-    resolve.add_argument("--kingdom", help="only identifications of this kingdom")
+    resolve.add_argument(
+        "--kingdom",
+        type=_rule(str, inputs.kingdom),
+        help=f"only identifications of this kingdom ({', '.join(inputs.KINGDOMS)})",
+    )
     resolve.set_defaults(handler=_resolve_taxa)
 
     upgrade = commands.add_parser("migrate", help="apply our migrations, then Dagster's")
@@ -100,17 +112,23 @@ def main(argv: list[str] | None = None) -> int:
         help="op config value (YAML: --set names='[Quercus robur]')",
     )
     trigger.add_argument("--wait", action="store_true", help="follow the run to its end")
-    trigger.add_argument("--timeout", type=_positive, default=3600, help="seconds --wait waits")
+    trigger.add_argument(
+        "--timeout", type=_rule(int, inputs.limit), default=3600, help="seconds --wait waits"
+    )
     trigger.set_defaults(handler=_trigger)
 
     stop = commands.add_parser("stop-db", help="stop the embedded PostgreSQL that `dev` started")
     stop.set_defaults(handler=_stop_db)
 
+    json_logging(sys.stderr)
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    return args.handler(args, Settings.from_env())
+    try:
+        settings = Settings.from_env()
+    except SettingsError as error:
+        log.error("Bad setting: %s", error)
+        return EXIT_USAGE
+    handler: Callable[[argparse.Namespace, Settings], int] = args.handler
+    return handler(args, settings)
 
 
 def _database_cause(error: psycopg2.Error) -> str:
@@ -134,7 +152,7 @@ def _configured_url(settings: Settings) -> str | None:
 def _resolve_taxa(args: argparse.Namespace, settings: Settings) -> int:
     url = _configured_url(settings)
     if url is None:
-        return EXIT_NO_DATABASE
+        return EXIT_USAGE
     from observing_pipelines.resources import build_resources
     from observing_pipelines.taxa.resolve import ResolveOptions, TaxaResolver
 
@@ -161,7 +179,7 @@ def _resolve_taxa(args: argparse.Namespace, settings: Settings) -> int:
 def _migrate(args: argparse.Namespace, settings: Settings) -> int:
     url = _configured_url(settings)
     if url is None:
-        return EXIT_NO_DATABASE
+        return EXIT_USAGE
     if not _apply_migrations(url, args.app_mirror, settings.jobs_runtime_password):
         return EXIT_FAILED
     log.info("Migrations applied to %s", redact(url))
@@ -220,27 +238,29 @@ def _dev(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _webserver(args: argparse.Namespace, settings: Settings) -> int:
-    """`dagster-webserver` on all interfaces, on Cloud Run's `PORT`, its logs as Cloud Logging
-    JSON."""
+    """Dagster's webserver behind our guards (`webserver.py`) on all interfaces, on Cloud
+    Run's `PORT`."""
     command = [
-        str(Path(sys.executable).with_name("dagster-webserver")),
-        "-h",
-        "0.0.0.0",  # inside the container: Cloud Run and IAP sit in front
-        "-p",
+        sys.executable,
+        "-m",
+        "observing_pipelines.webserver",
+        "--port",
         str(settings.webserver_port),
-        "-w",
+        "--workspace",
         str(settings.workspace),
-        "--log-format",
-        "json",
     ]
     if settings.webserver_path_prefix:
         command += ["--path-prefix", settings.webserver_path_prefix]
     if args.read_only or settings.webserver_read_only:
         command.append("--read-only")
-    return _serve(command, "webserver")
+    return supervise(command, "webserver")
 
 
 def _daemon(args: argparse.Namespace, settings: Settings) -> int:
+    """`dagster-daemon run`, only while it holds the daemon lock: never two at once."""
+    url = _configured_url(settings)
+    if url is None:
+        return EXIT_USAGE
     command = [
         str(Path(sys.executable).with_name("dagster-daemon")),
         "run",
@@ -249,32 +269,22 @@ def _daemon(args: argparse.Namespace, settings: Settings) -> int:
         "--log-format",
         "json",
     ]
-    return _serve(command, "daemon")
-
-
-def _serve(command: list[str], process: str) -> int:
-    """Run a Dagster service as a child, relaying its output as JSON lines and passing on the
-    signals Cloud Run sends (SIGTERM on scale-in or a new revision)."""
-    child = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
-    )
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda received, _frame: child.send_signal(received))
-    assert child.stdout is not None
-    relay_process_logs(child.stdout, sys.stdout, process)
-    return child.wait()
+    return supervise(command, "daemon", LeaderLock(url))
 
 
 def _trigger(args: argparse.Namespace, settings: Settings) -> int:
-    """Submit a run; print its id; with --wait, exit 0 on success, 1 otherwise."""
+    """Submit a run; print its id; with --wait, exit 0 on success, 1 otherwise. Input the job
+    would refuse, a bad --set or --config, an unknown job: exit 2, nothing launched."""
     from dagster import DagsterRunStatus
     from dagster_graphql import DagsterGraphQLClient, DagsterGraphQLClientError
 
+    from observing_pipelines.jobs.common import InvalidJobConfig
+
     try:
         run_config = trigger_run_config(args.job, args.config, args.set)
-    except (KeyError, ValueError) as error:
-        log.error("%s", error)
-        return EXIT_NO_DATABASE  # a usage error, like argparse's own exit 2
+    except (TriggerUsageError, InvalidJobConfig) as error:
+        log.error("Not launched: %s", getattr(error, "reason", error))
+        return EXIT_USAGE
     graphql = settings.graphql
     client = DagsterGraphQLClient(
         graphql.host,
@@ -291,7 +301,7 @@ def _trigger(args: argparse.Namespace, settings: Settings) -> int:
             tags={"observing/triggered_by": "cli"},
         )
     except DagsterGraphQLClientError as error:
-        log.error("Could not launch %s: %s", args.job, redact_message(str(error), graphql))
+        log.error("Could not launch %s: %s", args.job, _launch_failure(error, graphql))
         return EXIT_FAILED
     print(run_id, flush=True)
     if not args.wait:
@@ -309,32 +319,73 @@ def _trigger(args: argparse.Namespace, settings: Settings) -> int:
 LOCATION = "observing_pipelines"
 
 
-def trigger_run_config(job: str, config_file: Path | None, assignments: list[str]) -> dict:
-    """Run config from a file plus `key=value` op config for the job's one asset."""
+class TriggerUsageError(ValueError):
+    """`trigger` was asked for something it cannot send (argparse's exit 2, in our words)."""
+
+
+def trigger_run_config(
+    job: str, config_file: Path | None, assignments: list[str]
+) -> dict[str, Any]:
+    """Run config from a file plus `key=value` op config for the job's one asset, checked
+    against the job's rules (`InvalidJobConfig`) before anything is sent."""
     import yaml
 
     from observing_pipelines.definitions import defs
+    from observing_pipelines.jobs.common import check_run_config, config_classes
 
     try:
         job_def = defs.resolve_job_def(job)
     except Exception as error:
-        raise KeyError(f"no job {job!r} in the code location") from error
+        raise TriggerUsageError(f"no job {job!r} in the code location") from error
     (asset_key,) = job_def.asset_layer.executable_asset_keys  # each job materializes one asset
     op_name = "__".join(asset_key.path)
-    run_config = yaml.safe_load(config_file.read_text()) if config_file else {}
-    if not isinstance(run_config, dict):
-        raise ValueError(f"{config_file} holds no run config mapping")
-    op_config = run_config.setdefault("ops", {}).setdefault(op_name, {}).setdefault("config", {})
+    try:
+        run_config = yaml.safe_load(config_file.read_text()) if config_file else {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        raise TriggerUsageError(f"--config {config_file}: {_one_line(error)}") from error
+    if not isinstance(run_config, dict) or not isinstance(run_config.get("ops", {}), dict):
+        raise TriggerUsageError(f"--config {config_file} holds no run config mapping")
+    op = run_config.setdefault("ops", {}).setdefault(op_name, {})
+    op_config = op.setdefault("config", {}) if isinstance(op, dict) else None
+    if not isinstance(op_config, dict):
+        raise TriggerUsageError(f"--config {config_file}: ops.{op_name} is no config mapping")
     for assignment in assignments:
         key, sep, value = assignment.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--set takes KEY=VALUE, got {assignment!r}")
-        op_config[key.strip()] = yaml.safe_load(value)
+        if not sep or not key.strip():
+            raise TriggerUsageError(f"--set takes KEY=VALUE, got {assignment[:80]!r}")
+        try:
+            op_config[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as error:
+            raise TriggerUsageError(f"--set {key.strip()}: {_one_line(error)}") from error
+    check_run_config(run_config, config_classes(defs.assets))
     return run_config
 
 
-def redact_message(message: str, graphql: GraphqlSettings) -> str:
-    return message.replace(graphql.authorization, "***") if graphql.authorization else message
+def _launch_failure(error: Exception, graphql: GraphqlSettings) -> str:
+    """Why a launch failed, in one line (the GraphQL client's own message holds the whole
+    query): the network's cause, the webserver's HTTP status or refusal, or Dagster's answer."""
+    import requests
+    from gql.transport.exceptions import TransportQueryError, TransportServerError
+
+    url = f"{'https' if graphql.https else 'http'}://{graphql.host}:{graphql.port}"
+    url += f"{graphql.path_prefix}/graphql"
+    cause = error.__cause__
+    if isinstance(cause, requests.RequestException):
+        root: BaseException = cause
+        while root.__context__ is not None or root.__cause__ is not None:
+            root = root.__cause__ or root.__context__ or root
+        text = f"cannot reach {url}: {type(root).__name__}: {_one_line(root)}"
+    elif isinstance(cause, TransportServerError):
+        text = f"{url} answered HTTP {cause.code}: {_one_line(cause)}"
+    elif isinstance(cause, TransportQueryError):
+        text = f"{url} refused it: {_one_line(cause)}"
+    else:  # Dagster's answer: (type, message)
+        text = ": ".join(str(part) for part in error.args)
+    return text.replace(graphql.authorization, "***") if graphql.authorization else text
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())[:300]
 
 
 def _stop_db(args: argparse.Namespace, settings: Settings) -> int:
@@ -343,11 +394,16 @@ def _stop_db(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK if stop_embedded_postgres(settings.embedded_pgdata) else EXIT_FAILED
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError("must be a positive whole number")
-    return value
+def _rule(parse: Callable[[str], T], check: Callable[[T], T]) -> Callable[[str], T]:
+    """An argparse type applying one of the jobs' rules (`inputs.py`) after parsing."""
+
+    def argument(text: str) -> T:
+        try:
+            return check(parse(text))
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    return argument
 
 
 def _non_negative(text: str) -> int:

@@ -124,6 +124,14 @@ def root_cause(error: Any) -> str:
     return text if len(text) <= MAX_CAUSE_LENGTH else text[: MAX_CAUSE_LENGTH - 3] + "..."
 
 
+def json_logging(stream: IO[str]) -> None:
+    """Every logger of this process writes Cloud Logging JSON lines to `stream` (unless the
+    root logger already has handlers: a test's capture, an embedding program's own)."""
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(CloudLoggingFormatter())
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
+
+
 def event_logger() -> logging.Logger:
     """A logger writing JSON lines straight to stdout, outside Dagster's capture (for sensors)."""
     logger = logging.getLogger("observing_pipelines_events")

@@ -93,7 +93,7 @@ class Settings:
         database = DatabaseSettings(
             url=_text(env, "DATABASE_URL"),
             host=_text(env, "DB_HOST"),
-            port=_integer(env, "DB_PORT", 5432),
+            port=_port(env, "DB_PORT", 5432),
             name=_text(env, "DB_NAME"),
             user=_text(env, "DB_USER"),
             password=env.get("DB_PASSWORD") or None,
@@ -101,14 +101,14 @@ class Settings:
         http = HttpSettings(
             user_agent=_text(env, "HTTP_USER_AGENT") or DEFAULT_USER_AGENT,
             timeout_seconds=_number(env, "HTTP_TIMEOUT_SECONDS", 15.0),
-            max_attempts=_integer(env, "HTTP_MAX_ATTEMPTS", 5),
+            max_attempts=_integer(env, "HTTP_MAX_ATTEMPTS", 5, minimum=1),
             max_retry_after_seconds=_number(env, "HTTP_MAX_RETRY_AFTER_SECONDS", 120.0),
         )
         graphql = GraphqlSettings(
             host=_text(env, "DAGSTER_GRAPHQL_HOST") or GraphqlSettings.host,
-            port=_integer(env, "DAGSTER_GRAPHQL_PORT", GraphqlSettings.port),
+            port=_port(env, "DAGSTER_GRAPHQL_PORT", GraphqlSettings.port),
             path_prefix=_text(env, "DAGSTER_GRAPHQL_PATH_PREFIX") or "",
-            https=(_text(env, "DAGSTER_GRAPHQL_HTTPS") or "false").lower() == "true",
+            https=_boolean(env, "DAGSTER_GRAPHQL_HTTPS", False),
             authorization=_text(env, "DAGSTER_GRAPHQL_AUTHORIZATION"),
         )
         return cls(
@@ -117,7 +117,9 @@ class Settings:
             graphql=graphql,
             gbif_base_url=_text(env, "GBIF_BASE_URL") or cls.gbif_base_url,
             gbif_min_interval_ms=_integer(env, "GBIF_RATE_LIMIT_MS", cls.gbif_min_interval_ms),
-            gbif_max_concurrency=_integer(env, "GBIF_MAX_CONCURRENCY", cls.gbif_max_concurrency),
+            gbif_max_concurrency=_integer(
+                env, "GBIF_MAX_CONCURRENCY", cls.gbif_max_concurrency, minimum=1
+            ),
             wikidata_sparql_url=_text(env, "WIKIDATA_SPARQL_URL") or cls.wikidata_sparql_url,
             wikidata_min_interval_ms=_integer(
                 env, "WIKIDATA_RATE_LIMIT_MS", cls.wikidata_min_interval_ms
@@ -131,9 +133,9 @@ class Settings:
             freshness_cron=_text(env, "FRESHNESS_CRON") or cls.freshness_cron,
             schedule_timezone=_text(env, "SCHEDULE_TIMEZONE") or cls.schedule_timezone,
             embedded_pgdata=Path(_text(env, "EMBEDDED_PGDATA") or cls.embedded_pgdata),
-            webserver_port=_integer(env, "PORT", cls.webserver_port),
+            webserver_port=_port(env, "PORT", cls.webserver_port),
             webserver_path_prefix=_text(env, "WEBSERVER_PATH_PREFIX") or "",
-            webserver_read_only=(_text(env, "WEBSERVER_READ_ONLY") or "").lower() == "true",
+            webserver_read_only=_boolean(env, "WEBSERVER_READ_ONLY", False),
             workspace=Path(_text(env, "DAGSTER_WORKSPACE") or cls.workspace).resolve(),
             jobs_runtime_password=env.get("JOBS_RUNTIME_PASSWORD") or None,
         )
@@ -144,17 +146,41 @@ def _text(env: Mapping[str, str], key: str) -> str | None:
     return value or None
 
 
-def _integer(env: Mapping[str, str], key: str, default: int) -> int:
+def _integer(
+    env: Mapping[str, str], key: str, default: int, *, minimum: int = 0, maximum: int | None = None
+) -> int:
     raw = _text(env, key)
     if raw is None:
         return default
     try:
         value = int(raw)
     except ValueError as error:
-        raise SettingsError(f"{key} must be a whole number, got {raw!r}") from error
-    if value < 0:
-        raise SettingsError(f"{key} must not be negative, got {value}")
+        raise SettingsError(f"{key} must be a whole number, got {raw[:40]!r}") from error
+    if value < minimum or (maximum is not None and value > maximum):
+        bounds = f"from {minimum} to {maximum}" if maximum is not None else f"{minimum} or more"
+        raise SettingsError(f"{key} must be {bounds}, got {value}")
     return value
+
+
+def _port(env: Mapping[str, str], key: str, default: int) -> int:
+    return _integer(env, key, default, minimum=1, maximum=65535)
+
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+
+def _boolean(env: Mapping[str, str], key: str, default: bool) -> bool:
+    """The usual spellings, in any case; anything else is refused rather than read as false
+    (`WEBSERVER_READ_ONLY=1` must never give a writable webserver)."""
+    raw = _text(env, key)
+    if raw is None:
+        return default
+    if raw.lower() in _TRUE:
+        return True
+    if raw.lower() in _FALSE:
+        return False
+    raise SettingsError(f"{key} must be true or false (1/0, yes/no, on/off), got {raw[:40]!r}")
 
 
 def _number(env: Mapping[str, str], key: str, default: float) -> float:
@@ -164,7 +190,7 @@ def _number(env: Mapping[str, str], key: str, default: float) -> float:
     try:
         value = float(raw)
     except ValueError as error:
-        raise SettingsError(f"{key} must be a number, got {raw!r}") from error
+        raise SettingsError(f"{key} must be a number, got {raw[:40]!r}") from error
     if value <= 0:
         raise SettingsError(f"{key} must be positive, got {value}")
     return value

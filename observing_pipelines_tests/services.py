@@ -2,11 +2,15 @@
 
 `Services` runs `observing-pipelines webserver` and `observing-pipelines daemon` on a free port
 against one test database and local API stand-ins, with the project's dagster.yaml changed in
-one place only: a 1-second dequeue interval, so tests do not wait 15 s per queued run.
+two places only, so tests do not wait on production's intervals: a 1-second dequeue (not 15 s),
+and run monitoring every 2 s, freeing a dead run's pool slots 2 s after its end (not 30 s and
+60 s).
 
-With `isolate=True` each service gets its own process group (session), so a test can crash one
-the way a container dies (`crash`: SIGKILL to the wrapper, the Dagster service, its code server
-and every run worker it launched) and start a fresh one (`start`).
+Each command runs its Dagster service in a process group of its own (`supervisor.py`); with
+`isolate=True` the command itself gets one too, so a test can stop a service the way Cloud Run
+does (`terminate`: SIGTERM to the command) or kill it the way a container dies (`crash`: SIGKILL
+to the command, the Dagster service, its code server and every run worker at once) and start a
+fresh one (`start`), or start a second daemon beside the first (`start_second_daemon`).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import psutil
 import psycopg2
 import requests
 import yaml
@@ -90,6 +95,10 @@ class Services:
         home.mkdir()
         config = yaml.safe_load((PROJECT_ROOT / "dagster.yaml").read_text())
         config["run_queue"]["dequeue_interval_seconds"] = 1
+        config["run_monitoring"] |= {
+            "poll_interval_seconds": 2,
+            "free_slots_after_run_end_seconds": 2,
+        }
         (home / "dagster.yaml").write_text(yaml.safe_dump(config))
         self.port = free_port()
         self.db_url = db_url
@@ -123,13 +132,34 @@ class Services:
         return self.processes[SERVICES.index(name)]
 
     def crash(self, name: str) -> None:
-        """SIGKILL the service's whole process group, as when its container is killed: nothing
-        gets to clean up, not even the code server or run workers it launched."""
+        """SIGKILL the command and everything it started, as when its container is killed:
+        nothing gets to clean up, not even the code server or run workers."""
         assert self.isolate, "crash() needs Services(isolate=True): one process group per service"
-        process = self.process(name)
-        os.killpg(process.pid, signal.SIGKILL)  # the wrapper leads its own group (new session)
-        process.wait(timeout=30)
-        wait_for(lambda: not _group_members(process.pid), 30, f"the {name}'s processes to exit")
+        kill_container(self.process(name))
+
+    def terminate(self, name: str) -> None:
+        """SIGTERM to the command, as Cloud Run stops a container."""
+        self.process(name).send_signal(signal.SIGTERM)
+
+    def adopt(self, name: str, process: subprocess.Popen) -> None:
+        """`process` is the service `name` from now on (the second daemon, once the first is
+        gone); its log is the one `start_second_daemon` gave it."""
+        assert self.process(name).poll() is not None, f"the {name} is still running"
+        self.processes[SERVICES.index(name)] = process
+        self.logs[name] = self.logs["daemon-2"]
+
+    def start_second_daemon(self) -> subprocess.Popen:
+        """Another `daemon` beside the running one, as a rollout starts the new revision's
+        before the old one stops; logs to `daemon-2.log`."""
+        self.logs["daemon-2"] = self.tmp / "daemon-2.log"
+        return subprocess.Popen(
+            [self.cli, "daemon"],
+            env=self.env,
+            cwd=self.tmp,
+            stdout=self.logs["daemon-2"].open("w"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def start(self, name: str) -> None:
         """Start a fresh process for a crashed (or stopped) service, appending to its log."""
@@ -158,6 +188,9 @@ class Services:
         ]
 
     def stop(self) -> None:
+        """SIGTERM to each command (they stop their services within Cloud Run's grace
+        period); whatever is left after that is killed, leaving no code server or run worker."""
+        trees = {process.pid: process_tree(process.pid) for process in self.processes}
         for process in self.processes:
             process.terminate()
         for process in self.processes:
@@ -165,32 +198,47 @@ class Services:
                 process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 process.kill()
-            if self.isolate and _group_members(process.pid):
-                os.killpg(process.pid, signal.SIGKILL)  # leave no code server or run worker
+            kill_groups(trees[process.pid])
 
 
-def _group_members(pgid: int) -> list[int]:
-    """Live (non-zombie) processes of a process group: Linux's /proc, else a signal-0 probe."""
-    proc = Path("/proc")
-    if not proc.is_dir():
+def process_tree(pid: int) -> set[int]:
+    """A live process and all its descendants."""
+    try:
+        root = psutil.Process(pid)
+        return {pid, *(child.pid for child in root.children(recursive=True))}
+    except psutil.NoSuchProcess:
+        return set()
+
+
+def kill_groups(pids: set[int]) -> None:
+    """SIGKILL the process groups of these processes (never the test's own), and wait until
+    none of them lives."""
+    groups = set()
+    for pid in pids:
         try:
-            os.killpg(pgid, 0)
+            groups.add(os.getpgid(pid))
         except ProcessLookupError:
-            return []
-        return [pgid]
-    members = []
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
             continue
+    groups.discard(os.getpgrp())
+    for group in groups:
         try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue  # exited while we looked
-        # pid (comm) state ppid pgrp ...: comm may hold spaces, so split after its ")"
-        fields = stat[stat.rindex(")") + 2 :].split()
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            members.append(int(entry.name))
-    return members
+            os.killpg(group, signal.SIGKILL)
+        except ProcessLookupError:
+            continue
+    wait_for(lambda: not any(_alive(pid) for pid in pids), 30, "the killed processes to exit")
+
+
+def kill_container(process: subprocess.Popen) -> None:
+    """What a container's end does to a command: SIGKILL to it and all it started, at once."""
+    kill_groups(process_tree(process.pid))
+    process.wait(timeout=30)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 @dataclass

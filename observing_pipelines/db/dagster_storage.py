@@ -19,8 +19,14 @@ from typing import Any
 
 from dagster import Field
 from dagster._serdes import ConfigurableClassData
-from dagster_postgres import DagsterPostgresStorage
-from dagster_postgres.utils import create_pg_engine
+from dagster_postgres import (
+    DagsterPostgresStorage,
+    PostgresEventLogStorage,
+    PostgresRunStorage,
+    PostgresScheduleStorage,
+)
+from dagster_postgres.utils import create_pg_engine, set_pg_statement_timeout
+from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from observing_pipelines.db.connection import (
@@ -71,16 +77,77 @@ class ConnectionPool:
 
 
 @functools.cache
-def _pooled_engine(postgres_url: str, pool: ConnectionPool) -> Engine:
+def _pooled_engine(
+    postgres_url: str, pool: ConnectionPool, statement_timeout_ms: int | None = None
+) -> Engine:
     """One engine per URL and pool in a process, shared by every instance built in it: the
     code server builds a new `DagsterInstance` for each sensor tick and never disposes its
-    storages, so engines of their own would each leave their connections open."""
-    return create_pg_engine(postgres_url, isolation_level="AUTOCOMMIT", **pool.engine_options())
+    storages, so engines of their own would each leave their connections open. The webserver's
+    has its statement timeout too."""
+    engine = create_pg_engine(postgres_url, isolation_level="AUTOCOMMIT", **pool.engine_options())
+    if statement_timeout_ms is not None:
+        event.listen(
+            engine,
+            "connect",
+            lambda connection, _: set_pg_statement_timeout(connection, statement_timeout_ms),
+        )
+    return engine
+
+
+class _PooledStorage:
+    """What the three pooled storages share: the process's pool in place of dagster-postgres's
+    connection-per-call engine, and in the webserver too.
+
+    Stock `optimize_for_webserver` gives each of the three storages an engine of its own
+    (pool_size 1, overflow from a CLI flag, 20 by default: up to 63 connections) and pings
+    nothing, so the first request after a failover fails. Here the webserver keeps the one
+    pool `connection_pool` sizes, pinged before use, with the webserver's statement timeout.
+    """
+
+    _engine: Engine
+    postgres_url: str
+    pool: ConnectionPool | None
+
+    def _use_pool(self, pool: ConnectionPool | None) -> None:
+        self.pool = pool
+        if pool is not None:
+            # The storages read `_engine` for every call (pinned dagster-postgres 0.29.27).
+            self._engine.dispose()
+            self._engine = _pooled_engine(self.postgres_url, pool)
+
+    def optimize_for_webserver(
+        self, statement_timeout: int, pool_recycle: int, max_overflow: int
+    ) -> None:
+        if self.pool is None:
+            super().optimize_for_webserver(  # type: ignore[misc]
+                statement_timeout, pool_recycle, max_overflow
+            )
+            return
+        self._engine = _pooled_engine(self.postgres_url, self.pool, statement_timeout)
+
+
+class _RunStorage(_PooledStorage, PostgresRunStorage):
+    def __init__(self, postgres_url: str, autocreate: bool, pool: ConnectionPool | None) -> None:
+        super().__init__(postgres_url, autocreate)
+        self._use_pool(pool)
+
+
+class _EventLogStorage(_PooledStorage, PostgresEventLogStorage):
+    def __init__(self, postgres_url: str, autocreate: bool, pool: ConnectionPool | None) -> None:
+        super().__init__(postgres_url, autocreate)
+        self._use_pool(pool)
+
+
+class _ScheduleStorage(_PooledStorage, PostgresScheduleStorage):
+    def __init__(self, postgres_url: str, autocreate: bool, pool: ConnectionPool | None) -> None:
+        super().__init__(postgres_url, autocreate)
+        self._use_pool(pool)
 
 
 class AppDatabaseDagsterStorage(DagsterPostgresStorage):
     """`DagsterPostgresStorage` whose URL comes from the app's database settings, optionally
-    with a connection pool in place of dagster-postgres's connection-per-call engines."""
+    with a connection pool (`_PooledStorage`) in place of dagster-postgres's connection-per-call
+    engines."""
 
     def __init__(
         self,
@@ -89,13 +156,14 @@ class AppDatabaseDagsterStorage(DagsterPostgresStorage):
         inst_data: ConfigurableClassData | None = None,
         pool: ConnectionPool | None = None,
     ) -> None:
-        super().__init__(postgres_url, should_autocreate_tables, inst_data)
-        if pool is not None:
-            # The three storages read `_engine` for every call (pinned dagster-postgres 0.29.27;
-            # the webserver swaps it the same way in `optimize_for_webserver`).
-            for part in (self._run_storage, self._event_log_storage, self._schedule_storage):
-                part._engine.dispose()
-                part._engine = _pooled_engine(postgres_url, pool)
+        # What DagsterPostgresStorage.__init__ does (dagster-postgres 0.29.27), with our parts.
+        self.postgres_url = postgres_url
+        self.should_autocreate_tables = should_autocreate_tables
+        self._inst_data = inst_data
+        self._run_storage = _RunStorage(postgres_url, should_autocreate_tables, pool)
+        self._event_log_storage = _EventLogStorage(postgres_url, should_autocreate_tables, pool)
+        self._schedule_storage = _ScheduleStorage(postgres_url, should_autocreate_tables, pool)
+        super(DagsterPostgresStorage, self).__init__()  # past its __init__, to DagsterStorage's
 
     @classmethod
     def config_type(cls) -> dict[str, Field]:

@@ -3,12 +3,16 @@ the JSON console logger."""
 
 import logging
 import sys
+from collections.abc import Iterable, Mapping
+from datetime import timedelta
 from typing import Any
 
 import dagster as dg
+from dagster._core.definitions.decorators.op_decorator import DecoratedOpFunction
 from dagster._core.definitions.unresolved_asset_job_definition import (
     UnresolvedAssetJobDefinition,  # what define_asset_job returns; not re-exported by dagster
 )
+from pydantic import ModelWrapValidatorHandler, ValidationError, model_validator
 
 from observing_pipelines.db import app_tables
 from observing_pipelines.logging_json import CloudLoggingFormatter
@@ -58,6 +62,69 @@ def cloud_logging_logger(init_context: dg.InitLoggerContext) -> logging.Logger:
     return logger
 
 
+class InvalidJobConfig(dg.Failure):
+    """A job's config broke a rule of `inputs.py`: a failure no retry can cure."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(description=reason, allow_retries=False)
+        self.reason = reason
+
+
+class JobConfig(dg.Config):
+    """A job's launchpad config, its fields typed with the rules of `inputs.py`.
+
+    pydantic checks them whenever the config is built: by the webserver's guard and by
+    `trigger` before a launch (`check_run_config`), and by Dagster when the step starts, for
+    the doors that skip both (`dagster job execute`). A broken rule is one `InvalidJobConfig`
+    line naming the field, and the step is not retried: the same input fails the same way.
+    """
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _one_line_refusal(cls, data: Any, handler: ModelWrapValidatorHandler[Any]) -> Any:
+        try:
+            return handler(data)
+        except ValidationError as error:
+            raise InvalidJobConfig(
+                "; ".join(
+                    f"{'.'.join(map(str, problem['loc'])) or 'config'}: "
+                    + problem["msg"].removeprefix("Value error, ")
+                    for problem in error.errors()
+                )
+            ) from None
+
+
+def config_classes(assets: Iterable[object] | None) -> dict[str, type[JobConfig]]:
+    """Each asset op's config class, by op name (the keys of run config's `ops`)."""
+    found: dict[str, type[JobConfig]] = {}
+    for asset in assets or ():
+        if not isinstance(asset, dg.AssetsDefinition):
+            continue
+        compute = asset.op.compute_fn
+        if isinstance(compute, DecoratedOpFunction) and compute.has_config_arg():
+            config_class = compute.get_config_arg().annotation
+            if isinstance(config_class, type) and issubclass(config_class, JobConfig):
+                found[asset.op.name] = config_class
+    return found
+
+
+def check_run_config(run_config: Mapping[str, Any], classes: Mapping[str, type[JobConfig]]) -> None:
+    """Raise `InvalidJobConfig` (naming the op and the field) if any op's config in this run
+    config breaks a rule. Shapes Dagster's own schema check refuses are left to it."""
+    ops = run_config.get("ops")
+    if not isinstance(ops, Mapping):
+        return
+    for op_name, op in ops.items():
+        config_class = classes.get(op_name)
+        config = op.get("config") if isinstance(op, Mapping) else None
+        if config_class is None or not isinstance(config, Mapping):
+            continue
+        try:
+            config_class(**config)
+        except InvalidJobConfig as refusal:
+            raise InvalidJobConfig(f"{op_name}: {refusal.reason}") from None
+
+
 def retry_policy(delay_seconds: int) -> dg.RetryPolicy:
     """Three more tries, `delay`, 2x, 4x (±jitter): rides out an API or database blip without
     stampeding; per-item failures are recorded by the passes and never fail the step."""
@@ -72,16 +139,24 @@ def retry_policy(delay_seconds: int) -> dg.RetryPolicy:
 JOB_TAG = "observing/job"
 
 
+MAX_RUNTIME_TAG = "dagster/max_runtime"
+
+
 def asset_job(
-    name: str, asset: dg.AssetsDefinition, description: str | None = None
+    name: str,
+    asset: dg.AssetsDefinition,
+    max_runtime: timedelta,
+    description: str | None = None,
 ) -> UnresolvedAssetJobDefinition:
     """A job for one asset, tagged so `dagster.yaml` allows one queued-or-running run of it at
-    a time, and logging through the code location's JSON `console` logger (without a `loggers`
-    entry in its run config, Dagster would print coloured text instead)."""
+    a time and run monitoring fails a run still going after `max_runtime` (the last resort
+    for a run that hangs: its work is saved as it goes, and run retries start it again), and
+    logging through the code location's JSON `console` logger (without a `loggers` entry in
+    its run config, Dagster would print coloured text instead)."""
     return dg.define_asset_job(
         name,
         selection=[asset],
-        tags={JOB_TAG: name},
+        tags={JOB_TAG: name, MAX_RUNTIME_TAG: str(int(max_runtime.total_seconds()))},
         config={"loggers": {"console": {}}},
         description=description,
     )

@@ -5,9 +5,13 @@ runs too. The asset stands for "identifications stamped with accepted GBIF keys,
 `community_ids` view refreshed from them".
 """
 
+from datetime import timedelta
+
 import dagster as dg
 
+from observing_pipelines import inputs
 from observing_pipelines.jobs.common import (
+    JobConfig,
     asset_job,
     invariant_check,
     materialize_result,
@@ -17,22 +21,20 @@ from observing_pipelines.jobs.common import (
 from observing_pipelines.resources import AppDatabaseResource, GbifResource, WikidataResource
 from observing_pipelines.taxa.resolve import ResolveOptions, TaxaResolver, forget_answers
 
-# GBIF backbone kingdoms: the partitions of "backfill kingdom Y".
-KINGDOMS = dg.StaticPartitionsDefinition(
-    ["Animalia", "Archaea", "Bacteria", "Chromista", "Fungi", "Plantae", "Protozoa", "Viruses"]
-)
+KINGDOMS = dg.StaticPartitionsDefinition(list(inputs.KINGDOMS))
+"""The partitions of "backfill kingdom Y"."""
 
 
-class ResolveTaxaConfig(dg.Config):
+class ResolveTaxaConfig(JobConfig):
     dry_run: bool = False
     """Enumerate and consult the caches only: no HTTP call, no write, no refresh."""
-    limit: int | None = None
+    limit: inputs.Limit | None = None
     """Ask GBIF about at most this many names (and as many taxonIDs) per pass."""
-    kingdom: str | None = None
-    """Only identifications of this kingdom (e.g. Plantae)."""
-    names: list[str] = []
+    kingdom: inputs.Kingdom | None = None
+    """Only identifications of this kingdom (one of GBIF's, e.g. Plantae)."""
+    names: inputs.Names = []
     """Re-resolve these names: forget their cached answers and stamps, ask GBIF afresh."""
-    taxon_keys: list[int] = []
+    taxon_keys: inputs.TaxonKeys = []
     """Re-resolve the identifications stamped with these GBIF keys, likewise."""
 
 
@@ -109,9 +111,12 @@ resolve_taxa_checks = [
     ),
 ]
 
+# A pass asks GBIF about 36,000 names an hour at 10 requests a second: three hours take a
+# 100,000-name backlog; a longer one goes on where the failed run's saved batches end.
 resolve_taxa_job = asset_job(
     "resolve_taxa",
     identification_taxa,
+    timedelta(hours=3),
     "Resolve identification names and taxonIDs to GBIF keys (today's Rust binary).",
 )
 

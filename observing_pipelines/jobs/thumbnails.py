@@ -1,9 +1,12 @@
 """Taxon thumbnails from Wikidata (P18) and Commons, daily."""
 
+from datetime import timedelta
+
 import dagster as dg
 
-from observing_pipelines.clients.commons import STANDARD_WIDTHS
+from observing_pipelines import inputs
 from observing_pipelines.jobs.common import (
+    JobConfig,
     asset_job,
     invariant_check,
     materialize_result,
@@ -15,12 +18,12 @@ from observing_pipelines.resources import AppDatabaseResource, CommonsResource, 
 from observing_pipelines.taxa.thumbnails import ThumbnailOptions, refresh_thumbnails
 
 
-class ThumbnailsConfig(dg.Config):
-    limit: int = 500
+class ThumbnailsConfig(JobConfig):
+    limit: inputs.Limit = 500
     """Taxa per run (new first, then the stalest)."""
-    small_width: int = 120
+    small_width: inputs.CommonsWidth = 120
     """Search-result thumbnail width; must be a Commons standard width."""
-    large_width: int = 960
+    large_width: inputs.CommonsWidth = 960
     """Detail-page thumbnail width; must be a Commons standard width."""
 
 
@@ -39,12 +42,6 @@ def taxon_images(
     wikidata: WikidataResource,
     commons: CommonsResource,
 ) -> dg.MaterializeResult:
-    for width in (config.small_width, config.large_width):
-        if width not in STANDARD_WIDTHS:
-            raise dg.Failure(
-                f"{width}px is not a Commons standard width {STANDARD_WIDTHS}",
-                allow_retries=False,  # a config mistake: retrying cannot help
-            )
     options = ThumbnailOptions(config.limit, config.small_width, config.large_width)
     with app_db.connect() as conn:
         report = refresh_thumbnails(conn, wikidata.get_client(), commons.get_client(), options)
@@ -60,7 +57,8 @@ thumbnails_checks = [
     )
 ]
 
-thumbnails_job = asset_job("thumbnails", taxon_images)
+# 500 taxa: five WDQS queries and a few dozen Commons requests, a minute or two.
+thumbnails_job = asset_job("thumbnails", taxon_images, timedelta(hours=1))
 
 
 def thumbnails_schedule(cron: str, timezone: str) -> dg.ScheduleDefinition:

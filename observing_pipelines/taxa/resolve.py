@@ -222,13 +222,15 @@ class _Pass:
         if not lookups:
             return
         workers = max(self.options.max_concurrency, 1)
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="resolve") as pool:
-            try:
-                self._collect(pool, ask, lookups, in_flight_limit=workers * IN_FLIGHT_PER_WORKER)
-            except BaseException:
-                # A database failure while saving: stop asking GBIF for answers nobody keeps.
-                pool.shutdown(wait=False, cancel_futures=True)
-                raise
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="resolve")
+        try:
+            self._collect(pool, ask, lookups, in_flight_limit=workers * IN_FLIGHT_PER_WORKER)
+        except BaseException:
+            # A database failure while saving, or a deploy's SIGTERM: stop asking GBIF for
+            # answers nobody keeps, and leave now rather than after the requests in flight.
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown()
 
     def _collect(
         self,

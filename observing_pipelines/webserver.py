@@ -1,0 +1,212 @@
+"""The webserver the container runs: Dagster's UI and GraphQL API, behind two guards of ours.
+
+`observing-pipelines webserver` starts `python -m observing_pipelines.webserver` as its child
+(its output relayed as JSON, `supervisor.py`). It serves what `dagster-webserver` serves, built
+the way its CLI builds it, and adds:
+
+- `<prefix>/health`: 200 while the run storage answers, 503 while it does not. Dagster's
+  `/server_info` answers from memory, so a probe on it keeps a webserver that can serve nothing.
+- `CrossSiteGuard`: Dagster's GraphQL endpoint runs a mutation sent as a GET query string or as
+  a form post, and checks no origin (dagster-io/dagster has no CSRF protection). Behind IAP an
+  operator's browser carries the session cookie everywhere, so any page they open could launch
+  runs. The guard lets writes through only as requests a browser cannot send cross-site.
+- the instance's own bounded, pre-pinged connection pool (`db/dagster_storage.py`) instead of
+  the webserver's three unbounded ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Awaitable, Callable, MutableMapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import graphql
+
+from observing_pipelines.logging_json import json_logging
+
+log = logging.getLogger("observing_pipelines.webserver")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+App = Callable[[Scope, Receive, Send], Awaitable[None]]
+Health = Callable[[], Awaitable[tuple[int, dict[str, str]]]]
+
+CSRF_HEADER = "x-observing-request"
+"""A header any script may set and no browser sends cross-site without a CORS preflight (which
+the webserver never grants): the way in for clients that do not post JSON."""
+JSON_TYPES = frozenset({"application/json", "application/graphql"})
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+HEALTH_TIMEOUT_SECONDS = 4.0
+STATEMENT_TIMEOUT_MS = 15_000
+
+
+class CrossSiteGuard:
+    """ASGI middleware refusing what a foreign page could make an operator's browser send:
+
+    - a GraphQL mutation in a GET query string (`/graphql?query=mutation{...}`);
+    - a write (POST, PUT, PATCH, DELETE) whose body is not JSON, unless it carries
+      `X-Observing-Request` (form posts and `text/plain` need no CORS preflight);
+    - a write or a WebSocket whose `Origin` names another site than the request's `Host`.
+
+    Read-only requests, Dagster's own UI (JSON posts, same-origin WebSockets) and API clients
+    (`DagsterGraphQLClient` posts JSON) pass unchanged.
+    """
+
+    def __init__(
+        self,
+        app: App,
+        health: Callable[[], Awaitable[tuple[int, dict[str, str]]]],
+        path_prefix: str = "",
+    ) -> None:
+        self.app = app
+        self.health = health
+        self.health_path = f"{path_prefix}/health"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == self.health_path:
+            status, body = await self.health()
+            await _respond(send, status, body)
+            return
+        if scope["type"] in ("http", "websocket"):
+            refusal = _refusal(scope)
+            if refusal is not None:
+                log.warning("Refused %s %s: %s", scope.get("method", "WS"), scope["path"], refusal)
+                if scope["type"] == "websocket":
+                    await send({"type": "websocket.close", "code": 1008})
+                else:
+                    await _respond(send, 403, {"error": refusal})
+                return
+        await self.app(scope, receive, send)
+
+
+def _refusal(scope: Scope) -> str | None:
+    """Why this request may not pass, or None."""
+    headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+    method = scope.get("method", "GET")
+    writes = scope["type"] == "websocket" or method not in SAFE_METHODS
+    origin = headers.get("origin")
+    if writes and origin and origin != "null" and urlsplit(origin).netloc != headers.get("host"):
+        return f"cross-site request from {origin}"
+    if scope["type"] == "websocket":
+        return None
+    if method in SAFE_METHODS:
+        query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
+        if "query" in query and "mutation" in _operations(
+            query["query"], query.get("operationName")
+        ):
+            return "GraphQL mutations are accepted only as POST with a JSON body"
+        return None
+    content_type = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if content_type not in JSON_TYPES and CSRF_HEADER not in headers:
+        return (
+            f"writes need Content-Type: application/json (or an {CSRF_HEADER} header), "
+            f"got {content_type or 'none'!r}"
+        )
+    return None
+
+
+def _operations(query: str, operation_name: str | None) -> set[str]:
+    """The operation types ("query", "mutation", "subscription") a GraphQL document would run;
+    none for a document that does not parse (Dagster answers it with an error)."""
+    try:
+        document = graphql.parse(query)
+    except graphql.GraphQLError:
+        return set()
+    operations = [d for d in document.definitions if isinstance(d, graphql.OperationDefinitionNode)]
+    named = [o for o in operations if o.name is not None and o.name.value == operation_name]
+    return {o.operation.value for o in (named or operations)}
+
+
+async def _respond(send: Send, status: int, body: dict[str, str]) -> None:
+    payload = json.dumps(body).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+                (b"cache-control", b"no-store"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})
+
+
+def storage_health(
+    check: Callable[[], object],
+) -> Callable[[], Awaitable[tuple[int, dict[str, str]]]]:
+    """A health answer from `check` (a storage read) run off the event loop, bounded in time:
+    a probe must answer before Cloud Run gives up on it, whatever the database does."""
+
+    async def health() -> tuple[int, dict[str, str]]:
+        try:
+            await asyncio.wait_for(asyncio.to_thread(check), HEALTH_TIMEOUT_SECONDS)
+        except TimeoutError:
+            return 503, {"status": "unavailable", "storage": "no answer in time"}
+        except Exception as error:  # any failure of the storage read is an unhealthy storage
+            return 503, {"status": "unavailable", "storage": type(error).__name__}
+        return 200, {"status": "ok", "storage": "ok"}
+
+    return health
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m observing_pipelines.webserver")
+    parser.add_argument("--host", default="0.0.0.0")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--workspace", type=Path, required=True)
+    parser.add_argument("--path-prefix", default="")
+    parser.add_argument("--read-only", action="store_true")
+    args = parser.parse_args(argv)
+    json_logging(sys.stdout)  # relayed by the `webserver` command
+
+    import uvicorn
+    from dagster import DagsterInstance
+    from dagster._core.workspace.context import WorkspaceProcessContext
+    from dagster._core.workspace.load_target import WorkspaceFileTarget
+    from dagster_webserver.app import create_app_from_workspace_process_context
+    from dagster_webserver.version import __version__
+
+    with DagsterInstance.get() as instance:
+        # Our storage keeps its one pool here too; the arguments are Dagster's defaults.
+        instance.optimize_for_webserver(STATEMENT_TIMEOUT_MS, 3600, 0)
+        with WorkspaceProcessContext(
+            instance,
+            version=__version__,
+            read_only=args.read_only,
+            workspace_load_target=WorkspaceFileTarget(paths=[str(args.workspace)]),
+        ) as context:
+            dagster_app = create_app_from_workspace_process_context(context, args.path_prefix)
+            app = CrossSiteGuard(
+                dagster_app,
+                storage_health(lambda: instance.get_run_records(limit=1)),
+                args.path_prefix,
+            )
+            log.info(
+                "Serving Dagster's UI on %s:%d%s%s",
+                args.host,
+                args.port,
+                args.path_prefix,
+                " (read-only)" if args.read_only else "",
+            )
+            uvicorn.run(
+                app,
+                host=args.host,
+                port=args.port,
+                log_config=None,
+                log_level="warning",
+                timeout_graceful_shutdown=5,
+            )
+
+
+if __name__ == "__main__":
+    main()
