@@ -10,6 +10,10 @@ the way its CLI builds it, and adds:
   a form post, and checks no origin (dagster-io/dagster has no CSRF protection). Behind IAP an
   operator's browser carries the session cookie everywhere, so any page they open could launch
   runs. The guard lets writes through only as requests a browser cannot send cross-site.
+- `LaunchGuard`: a launch (the launchpad, `trigger`, any GraphQL client) whose op config breaks
+  a rule of `inputs.py` is refused with that rule's one-line reason before Dagster creates the
+  run. Dagster's own config check knows types, not ranges: it would start a run that fails
+  (`limit: 0`, a kingdom with a NUL byte) or one that does the wrong thing (`limit: -5`).
 - the instance's own bounded, pre-pinged connection pool (`db/dagster_storage.py`) instead of
   the webserver's three unbounded ones.
 """
@@ -21,13 +25,15 @@ import asyncio
 import json
 import logging
 import sys
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import graphql
+import yaml
 
+from observing_pipelines.jobs.common import InvalidJobConfig, check_run_config, config_classes
 from observing_pipelines.logging_json import json_logging
 
 log = logging.getLogger("observing_pipelines.webserver")
@@ -43,6 +49,16 @@ CSRF_HEADER = "x-observing-request"
 """A header any script may set and no browser sends cross-site without a CORS preflight (which
 the webserver never grants): the way in for clients that do not post JSON."""
 JSON_TYPES = frozenset({"application/json", "application/graphql"})
+MAX_GRAPHQL_BODY = 1 << 20
+LAUNCH_ARGUMENTS = {
+    "launchRun": "executionParams",
+    "launchPipelineExecution": "executionParams",
+    "launchRunReexecution": "executionParams",
+    "launchPipelineReexecution": "executionParams",
+    "launchMultipleRuns": "executionParamsList",
+    "launchPartitionBackfill": "backfillParams",
+}
+"""Dagster's GraphQL mutations that start runs, and the argument carrying their run config."""
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 HEALTH_TIMEOUT_SECONDS = 4.0
 STATEMENT_TIMEOUT_MS = 15_000
@@ -125,7 +141,122 @@ def _operations(query: str, operation_name: str | None) -> set[str]:
     return {o.operation.value for o in (named or operations)}
 
 
-async def _respond(send: Send, status: int, body: dict[str, str]) -> None:
+class LaunchGuard:
+    """ASGI middleware checking the run config of every GraphQL launch against the jobs'
+    rules (`jobs.common.check_run_config`) before Dagster sees it."""
+
+    def __init__(
+        self, app: App, check: Callable[[Mapping[str, Any]], None], path_prefix: str = ""
+    ) -> None:
+        self.app = app
+        self.check = check
+        self.graphql_path = f"{path_prefix}/graphql"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or scope["method"] != "POST"
+            or scope["path"] != self.graphql_path
+        ):
+            await self.app(scope, receive, send)
+            return
+        body = b""
+        more = True
+        while more:
+            message = await receive()
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > MAX_GRAPHQL_BODY:
+                await _respond(
+                    send, 413, {"error": f"GraphQL bodies are limited to {MAX_GRAPHQL_BODY} bytes"}
+                )
+                return
+        refusal = self._refusal(body)
+        if refusal is not None:
+            log.warning("Refused a launch: %s", refusal)
+            await _respond(send, 200, {"data": None, "errors": [{"message": refusal}]})
+            return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    def _refusal(self, body: bytes) -> str | None:
+        try:
+            request = json.loads(body)
+        except ValueError:
+            return None  # Dagster answers malformed JSON itself
+        for operation in request if isinstance(request, list) else [request]:
+            if not isinstance(operation, dict) or not isinstance(operation.get("query"), str):
+                continue
+            variables = operation.get("variables")
+            for run_config in _launched_run_configs(
+                operation["query"],
+                operation.get("operationName"),
+                variables if isinstance(variables, dict) else {},
+            ):
+                try:
+                    self.check(run_config)
+                except InvalidJobConfig as refusal:
+                    return f"Not launched: {refusal.reason}"
+        return None
+
+
+def _launched_run_configs(
+    query: str, operation_name: str | None, variables: dict[str, Any]
+) -> list[Mapping[str, Any]]:
+    """The run configs the launch mutations of this GraphQL document would start runs with."""
+    try:
+        document = graphql.parse(query)
+    except graphql.GraphQLError:
+        return []
+    return [
+        run_config
+        for field in _launch_fields(document, operation_name)
+        for argument in field.arguments
+        if argument.name.value == LAUNCH_ARGUMENTS[field.name.value]
+        for run_config in _run_configs(graphql.value_from_ast_untyped(argument.value, variables))
+    ]
+
+
+def _launch_fields(
+    document: graphql.DocumentNode, operation_name: str | None
+) -> list[graphql.FieldNode]:
+    """The launch mutations (`LAUNCH_ARGUMENTS`) of the mutation operations that would run."""
+    return [
+        selection
+        for definition in document.definitions
+        if isinstance(definition, graphql.OperationDefinitionNode)
+        and definition.operation == graphql.OperationType.MUTATION
+        and (not operation_name or (definition.name and definition.name.value == operation_name))
+        for selection in definition.selection_set.selections
+        if isinstance(selection, graphql.FieldNode) and selection.name.value in LAUNCH_ARGUMENTS
+    ]
+
+
+def _run_configs(params: Any) -> list[Mapping[str, Any]]:
+    """`runConfigData` of one launch's parameters (or of each, for a list), as Dagster reads
+    it: a mapping, or YAML text (what Dagster cannot parse, its own check answers)."""
+    configs = []
+    for one in params if isinstance(params, list) else [params]:
+        run_config = one.get("runConfigData") if isinstance(one, dict) else None
+        if isinstance(run_config, str):
+            try:
+                run_config = yaml.safe_load(run_config)
+            except yaml.YAMLError:
+                continue
+        if isinstance(run_config, Mapping):
+            configs.append(run_config)
+    return configs
+
+
+async def _respond(send: Send, status: int, body: Mapping[str, object]) -> None:
     payload = json.dumps(body).encode()
     await send(
         {
@@ -185,9 +316,16 @@ def main(argv: list[str] | None = None) -> None:
             read_only=args.read_only,
             workspace_load_target=WorkspaceFileTarget(paths=[str(args.workspace)]),
         ) as context:
+            from observing_pipelines.definitions import defs
+
+            classes = config_classes(defs.assets)
             dagster_app = create_app_from_workspace_process_context(context, args.path_prefix)
             app = CrossSiteGuard(
-                dagster_app,
+                LaunchGuard(
+                    dagster_app,
+                    lambda run_config: check_run_config(run_config, classes),
+                    args.path_prefix,
+                ),
                 storage_health(lambda: instance.get_run_records(limit=1)),
                 args.path_prefix,
             )

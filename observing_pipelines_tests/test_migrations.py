@@ -184,7 +184,7 @@ def test_migrations_are_idempotent(db_url, admin_url, conn):
     assert migrate.upgrade_all(admin_url, app_mirror=False) == []
     with conn, conn.cursor() as cur:
         cur.execute("SELECT version_num FROM pipelines.alembic_version ORDER BY 1")
-        assert [v for (v,) in cur.fetchall()] == ["p0004"]
+        assert [v for (v,) in cur.fetchall()] == ["p0005"]
 
 
 def test_the_dev_path_mirror_and_all_twice_as_a_superuser(server_url):
@@ -197,7 +197,7 @@ def test_the_dev_path_mirror_and_all_twice_as_a_superuser(server_url):
         assert migrate.upgrade_all(url, app_mirror=True) == []
         assert rows(url, "SELECT version_num FROM pipelines.alembic_version ORDER BY 1") == [
             ("m0003",),
-            ("p0004",),
+            ("p0005",),
         ]
     finally:
         autocommit(server_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 from dagster import DagsterRunStatus
+from dagster_graphql import DagsterGraphQLClientError
 
 from observing_pipelines_tests import fakes
 from observing_pipelines_tests.services import services_on_a_copy, stand_ins, wait_for
@@ -32,6 +33,7 @@ def services(tmp_path_factory, server_url, template_database):
         with services_on_a_copy(
             tmp_path_factory.mktemp("ops"), server_url, template_database, apis.env(), isolate=False
         ) as running:
+            running.apis = apis
             yield running
 
 
@@ -140,31 +142,111 @@ def test_kingdom_backfill_through_graphql(services):
     assert wait_for(finished_runs, 240, "the backfill's runs") == [("SUCCESS",), ("SUCCESS",)]
 
 
-def test_failure_past_retries_becomes_a_dead_letter_and_a_json_error(services):
-    run_id = services.client.submit_job_execution(
-        "thumbnails",
-        repository_location_name="observing_pipelines",
-        run_config={"ops": {"pipelines__taxon_images": {"config": {"small_width": 321}}}},
-    )
-    assert services.finish(run_id) == DagsterRunStatus.FAILURE
-    letters = wait_for(
+def dead_letter(services, run_id: str) -> tuple[str, str, str | None, int | None]:
+    (letter,) = wait_for(
         lambda: services.query(
-            "SELECT job_name, error FROM pipelines.dead_letters WHERE run_id = %s", (run_id,)
+            "SELECT job_name, error, step_key, step_attempts FROM pipelines.dead_letters "
+            "WHERE run_id = %s",
+            (run_id,),
         ),
         120,
-        "the dead letter",
+        f"the dead letter of {run_id}",
     )
-    assert letters[0][0] == "thumbnails" and "321px" in letters[0][1]
+    return letter
 
-    def dead_letter_line():
+
+def dead_letter_line(services, run_id: str) -> dict:
+    def lines() -> list[dict]:
         return [
             line
             for line in services.log_lines("daemon")
-            if line["severity"] == "ERROR" and line["message"].startswith("Dead letter")
+            if line["severity"] == "ERROR"
+            and line["message"].startswith("Dead letter")
+            and line["logging.googleapis.com/labels"]["run_id"] == run_id
         ]
 
-    (line,) = wait_for(dead_letter_line, 30, "the dead letter's log line")
-    assert line["logging.googleapis.com/labels"]["run_id"] == run_id
+    (line,) = wait_for(lines, 30, "the dead letter's log line")
+    return line
+
+
+def test_a_run_failing_for_good_becomes_a_dead_letter_with_its_cause(services):
+    """No retry left (`dagster/max_retries` 0) and a run cut off by its maximum runtime: the
+    letter and its ERROR line say so, instead of "Execution of run ... failed"."""
+    services.apis.gbif.script("Panthera uncia", 30.0)  # the run is still asking at 3 s
+    services.query(
+        "INSERT INTO ingester.identifications (uri, cid, did, subject_uri, subject_cid, "
+        "scientific_name, date_identified) VALUES ('at://slow', 'c', 'd', 'at://o', 'c', "
+        "'Panthera uncia', now())"
+    )
+    run_id = services.client.submit_job_execution(
+        "resolve_taxa",
+        repository_location_name="observing_pipelines",
+        tags={"dagster/max_runtime": "3", "dagster/max_retries": "0"},
+    )
+    assert services.finish(run_id) == DagsterRunStatus.FAILURE
+    job, error, step, attempts = dead_letter(services, run_id)
+    assert (job, step, attempts) == ("resolve_taxa", None, None)
+    assert "Exceeded maximum runtime of 3 seconds" in error, error
+    assert "Exceeded maximum runtime" in dead_letter_line(services, run_id)["message"]
+
+
+def test_an_in_process_run_failing_becomes_a_dead_letter_too(services, tmp_path):
+    """`dagster job execute`, as the README offers it for ad-hoc runs: no daemon launched it,
+    no retry can come, and its failure is recorded like any other, with the step's cause."""
+    config = tmp_path / "run.yaml"
+    config.write_text("ops: {pipelines__taxon_images: {config: {small_width: 321}}}")
+    command = ["job", "execute", "-m", "observing_pipelines.definitions", "-j", "thumbnails"]
+    completed = subprocess.run(
+        [str(Path(sys.executable).with_name("dagster")), *command, "-c", str(config)],
+        env=services.env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert completed.returncode != 0
+    (run_id,) = services.query(
+        "SELECT run_id FROM dagster.runs WHERE pipeline_name = 'thumbnails' "
+        "AND status = 'FAILURE' ORDER BY id DESC LIMIT 1"
+    )[0]
+    job, error, step, attempts = dead_letter(services, run_id)
+    assert (job, step, attempts) == ("thumbnails", "pipelines__taxon_images", 1)
+    assert error.startswith("observing_pipelines.jobs.common.InvalidJobConfig: small_width: 321px")
+    assert "small_width" in dead_letter_line(services, run_id)["message"]
+
+
+@pytest.mark.parametrize(
+    ("job", "config", "reason"),
+    [
+        ("thumbnails", {"small_width": 321}, "321px is not a Commons standard width"),
+        ("resolve_taxa", {"limit": -5}, "limit: must be a whole number from 1"),
+        ("resolve_taxa", {"limit": 0}, "limit: must be a whole number from 1"),
+        ("resolve_taxa", {"kingdom": "Plant\u0000ae"}, "kingdom: must be one of GBIF's kingdoms"),
+        ("resolve_taxa", {"names": ["\u0000"]}, "names.0: must not contain control characters"),
+        ("conservation_status", {"limit": 10**9}, "limit: must be a whole number from 1"),
+    ],
+)
+def test_a_launch_breaking_a_rule_is_refused_before_a_run_exists(services, job, config, reason):
+    (op,) = {
+        "thumbnails": ["pipelines__taxon_images"],
+        "resolve_taxa": ["ingester__identification_taxa"],
+        "conservation_status": ["pipelines__taxon_conservation"],
+    }[job]
+    config = {
+        k: (v.encode().decode("unicode_escape") if isinstance(v, str) else v)
+        for k, v in config.items()
+    }
+    if "names" in config:
+        config["names"] = [n.encode().decode("unicode_escape") for n in config["names"]]
+    runs_before = services.query("SELECT count(*) FROM dagster.runs")
+    with pytest.raises(DagsterGraphQLClientError) as refused:
+        services.client.submit_job_execution(
+            job,
+            repository_location_name="observing_pipelines",
+            run_config={"ops": {op: {"config": config}}},
+        )
+    assert reason in str(refused.value.__cause__)  # the webserver's GraphQL error
+    assert services.query("SELECT count(*) FROM dagster.runs") == runs_before
 
 
 def test_every_log_line_is_cloud_logging_json_and_retries_show(services):

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from html.parser import HTMLParser
 from typing import Any
 
-from observing_pipelines.clients.http import MalformedResponseError, PoliteHttpClient, clean_text
+from observing_pipelines.clients.http import MalformedResponseError, PoliteHttpClient
+from observing_pipelines.text import storable_or_none
 
 SERVICE = "commons"
 STANDARD_WIDTHS = (20, 40, 60, 120, 250, 330, 500, 960, 1280, 1920, 3840)
@@ -48,7 +49,7 @@ def strip_html(value: str | None) -> str | None:
     parser = _TextOnly()
     parser.feed(value)
     parser.close()
-    return clean_text(" ".join("".join(parser.parts).split()))
+    return storable_or_none(" ".join("".join(parser.parts).split()))
 
 
 def file_title(file_name: str) -> str:
@@ -58,7 +59,7 @@ def file_title(file_name: str) -> str:
 def _meta(extmetadata: dict[str, Any], key: str) -> str | None:
     entry = extmetadata.get(key)
     value = entry.get("value") if isinstance(entry, dict) else None
-    return clean_text(value) if isinstance(value, str) else None
+    return storable_or_none(value) if isinstance(value, str) else None
 
 
 def parse_imageinfo(body: Any) -> dict[str, CommonsImage]:
@@ -90,10 +91,10 @@ def parse_imageinfo(body: Any) -> dict[str, CommonsImage]:
         width = info.get("thumbwidth")
         images[page["title"]] = CommonsImage(
             file_name=page["title"].removeprefix("File:"),
-            thumb_url=clean_text(info.get("thumburl")),
+            thumb_url=storable_or_none(info.get("thumburl")),
             thumb_width=width if isinstance(width, int) else None,
-            original_url=clean_text(info.get("url")),
-            file_page_url=clean_text(info.get("descriptionurl")),
+            original_url=storable_or_none(info.get("url")),
+            file_page_url=storable_or_none(info.get("descriptionurl")),
             license_short_name=_meta(extmetadata, "LicenseShortName"),
             license_url=_meta(extmetadata, "LicenseUrl"),
             artist=strip_html(_meta(extmetadata, "Artist")),

@@ -13,9 +13,9 @@ from observing_pipelines.clients.http import (
     MalformedResponseError,
     PoliteHttpClient,
     UpstreamNotFound,
-    clean_text,
 )
 from observing_pipelines.clients.iucn import CATEGORIES
+from observing_pipelines.text import storable_or_none
 
 SERVICE = "gbif"
 MATCH_PATH = "/v2/species/match"
@@ -69,16 +69,16 @@ def _usage(raw: Any) -> NameUsage | None:
     if not isinstance(raw, dict):
         return None
     key = _key(raw.get("key"))
-    name = clean_text(raw.get("canonicalName")) or clean_text(raw.get("name"))
+    name = storable_or_none(raw.get("canonicalName")) or storable_or_none(raw.get("name"))
     if key is None or name is None:
         return None
-    rank = clean_text(raw.get("rank"))
+    rank = storable_or_none(raw.get("rank"))
     return NameUsage(
         key=key,
         name=name,
-        authorship=clean_text(raw.get("authorship")),
+        authorship=storable_or_none(raw.get("authorship")),
         rank=rank.lower() if rank else "unknown",
-        status=clean_text(raw.get("status")),
+        status=storable_or_none(raw.get("status")),
     )
 
 
@@ -91,7 +91,7 @@ def parse_match(body: Any) -> GbifMatch:
     diagnostics = body.get("diagnostics")
     if not isinstance(diagnostics, dict):
         raise MalformedResponseError(SERVICE, "match answer has no diagnostics")
-    match_type = clean_text(diagnostics.get("matchType"))
+    match_type = storable_or_none(diagnostics.get("matchType"))
     if match_type is None:
         raise MalformedResponseError(SERVICE, "match answer has no diagnostics.matchType")
     confidence = diagnostics.get("confidence")
@@ -100,8 +100,8 @@ def parse_match(body: Any) -> GbifMatch:
         for entry in body.get("classification") or ()
         if isinstance(entry, dict)
         and (key := _key(entry.get("key"))) is not None
-        and (name := clean_text(entry.get("name"))) is not None
-        and (rank := clean_text(entry.get("rank"))) is not None
+        and (name := storable_or_none(entry.get("name"))) is not None
+        and (rank := storable_or_none(entry.get("rank"))) is not None
     )
     return GbifMatch(
         match_type=match_type.upper(),
@@ -127,10 +127,10 @@ def parse_red_list_category(body: Any) -> RedListCategory:
     """Both known shapes (api.gbif.org and matching-ws), and `{}` for "no status"."""
     if not isinstance(body, dict):
         raise MalformedResponseError(SERVICE, "iucnRedListCategory answer is not an object")
-    code = clean_text(body.get("code"))
+    code = storable_or_none(body.get("code"))
     return RedListCategory(
         code=code.upper() if code and code.upper() in CATEGORIES else None,
-        accepted_name=clean_text(body.get("acceptedName")),
+        accepted_name=storable_or_none(body.get("acceptedName")),
     )
 
 

@@ -35,6 +35,8 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from observing_pipelines.text import storable
+
 log = logging.getLogger("observing_pipelines.http")
 
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -220,7 +222,7 @@ class PoliteHttpClient:
         try:
             return response.json()
         except ValueError:
-            content_type = response.headers.get("Content-Type", "no content type")
+            content_type = storable(response.headers.get("Content-Type", "no content type"), 100)
             raise RetryableError(
                 self.service, f"unreadable body ({content_type}){_snippet(response)}", status
             ) from None
@@ -261,19 +263,14 @@ class PoliteHttpClient:
         )
 
 
-def clean_text(value: Any) -> str | None:
-    """A string field without NUL bytes (Postgres text cannot hold them) or outer blanks."""
-    if not isinstance(value, str):
-        return None
-    value = value.replace("\x00", "").strip()
-    return value or None
-
-
 def _snippet(response: requests.Response) -> str:
-    """A short, single-line description of an error body: HTML pages by their title only."""
-    content_type = response.headers.get("Content-Type", "")
+    """A short, single-line, storable description of an error body (whatever its size or its
+    bytes): HTML pages by their title only."""
+    head = response.text[: MAX_ERROR_SNIPPET * 8]
+    content_type = storable(response.headers.get("Content-Type", ""), 100)
     if "html" in content_type.lower():
-        title = _HTML_TITLE.search(response.text)
-        return f": HTML page ({content_type})" + (f" {title.group(1).strip()!r}" if title else "")
-    text = " ".join(response.text[:MAX_ERROR_SNIPPET].split())
+        title = _HTML_TITLE.search(head)
+        named = f" {storable(title.group(1), 120)!r}" if title else ""
+        return f": HTML page ({content_type}){named}"
+    text = storable(head, MAX_ERROR_SNIPPET)
     return f": {text}" if text else ""

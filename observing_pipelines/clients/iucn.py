@@ -14,8 +14,8 @@ from observing_pipelines.clients.http import (
     MalformedResponseError,
     PoliteHttpClient,
     UpstreamNotFound,
-    clean_text,
 )
+from observing_pipelines.text import storable_or_none
 
 SERVICE = "iucn"
 GLOBAL_SCOPE = "1"
@@ -100,8 +100,8 @@ def parse_taxon(body: Any) -> IucnTaxon:
     )
     return IucnTaxon(
         sis_id=sis_id,
-        scientific_name=clean_text(taxon.get("scientific_name")) or "",
-        common_name_en=clean_text(english[0].get("name")) if english else None,
+        scientific_name=storable_or_none(taxon.get("scientific_name")) or "",
+        common_name_en=storable_or_none(english[0].get("name")) if english else None,
         assessments=summaries,
     )
 
@@ -110,7 +110,7 @@ def parse_assessment(body: Any) -> Assessment:
     if not isinstance(body, dict) or not isinstance(body.get("assessment_id"), int):
         raise MalformedResponseError(SERVICE, "assessment answer has no assessment_id")
     category = body.get("red_list_category")
-    code = clean_text(category.get("code")) if isinstance(category, dict) else None
+    code = storable_or_none(category.get("code")) if isinstance(category, dict) else None
     return Assessment(
         assessment_id=body["assessment_id"],
         category=_category(code),

@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from observing_pipelines.clients.http import MalformedResponseError, PoliteHttpClient
+from observing_pipelines.text import storable
 
 SERVICE = "wikidata"
 BATCH_SIZE = 100
@@ -41,12 +42,12 @@ def parse_bindings(
             cell = binding.get(variable)
             if not isinstance(cell, dict) or not isinstance(cell.get("value"), str):
                 break
-            row[variable] = cell["value"]
+            row[variable] = storable(cell["value"])
         else:
             for variable in optional:
                 cell = binding.get(variable)
                 if isinstance(cell, dict) and isinstance(cell.get("value"), str):
-                    row[variable] = cell["value"]
+                    row[variable] = storable(cell["value"])
             rows.append(row)
     return rows
 
@@ -90,7 +91,7 @@ def pick_images(rows: Iterable[dict[str, str]]) -> dict[int, TaxonImage]:
         image = row.get("image", "")
         rank = _RANK_ORDER.get(row.get("rank", ""))
         if image.startswith(_FILE_PATH_PREFIX) and rank is not None:
-            name = unquote(image.removeprefix(_FILE_PATH_PREFIX)).replace("_", " ")
+            name = storable(unquote(image.removeprefix(_FILE_PATH_PREFIX)).replace("_", " "))
             candidate = ((rank, name), TaxonImage(item, name))
         else:
             candidate = ((9, ""), TaxonImage(item, None))

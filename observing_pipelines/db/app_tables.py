@@ -18,6 +18,8 @@ from psycopg2.extensions import connection as Connection
 from psycopg2.extensions import cursor as Cursor
 from psycopg2.extras import execute_values
 
+from observing_pipelines.text import storable
+
 # Serialises our writers (overlapping runs, the CLI next to a scheduled run), so two passes never
 # deadlock on the same taxa or identification rows. Transaction-scoped: released at commit.
 WRITE_LOCK_KEY = 0x7461786100000001
@@ -210,7 +212,10 @@ def upsert_taxa(conn: Connection, rows: Iterable[TaxonRow]) -> int:
             ON CONFLICT (taxon_key) DO UPDATE SET {_TAXA_UPDATE_SQL},
                 fetched_at = now(), source = 'gbif'
             """,
-            [astuple(by_key[key]) for key in sorted(by_key)],
+            [
+                tuple(storable(v) if isinstance(v, str) else v for v in astuple(by_key[key]))
+                for key in sorted(by_key)
+            ],
             template=f"({', '.join(['%s'] * len(_TAXA_COLUMNS))}, now(), 'gbif')",
             page_size=500,
         )

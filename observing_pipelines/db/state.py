@@ -1,5 +1,9 @@
 """Our own schema: what each lookup answered, and when to ask again.
 
+Every text written here passes `text.storable` first (NUL, lone surrogates, size): what an
+upstream answer or an exception says must never make a write fail, or the next pass would fail
+on the same answer again.
+
 `resolution_attempts` is both a memo (a resolved name or taxonID is not asked again, even when
 it is a misspelling whose canonical name the taxa cache cannot find) and a failure ledger
 (attempts, last outcome, last error, and a `next_attempt_at` that backs off), which operators
@@ -16,6 +20,8 @@ from typing import Any, Literal
 from psycopg2 import sql
 from psycopg2.extensions import connection as Connection
 from psycopg2.extras import Json, execute_values
+
+from observing_pipelines.text import MAX_ERROR, MAX_FIELD, storable, storable_json
 
 SubjectKind = Literal["name", "taxon_id"]
 Outcome = Literal["resolved", "not_found", "rejected", "invalid", "error"]
@@ -72,14 +78,14 @@ def record_attempts(conn: Connection, kind: SubjectKind, records: Sequence[Attem
             *[
                 (
                     r.digest,
-                    r.subject,
-                    r.kingdom,
+                    storable(r.subject),
+                    _optional_text(r.kingdom),
                     r.outcome,
                     r.taxon_key,
                     r.accepted_taxon_key,
-                    r.match_type,
+                    _optional_text(r.match_type),
                     r.confidence,
-                    r.error,
+                    _optional_text(r.error, MAX_ERROR),
                     r.next_attempt_at,
                 )
                 for r in ordered
@@ -108,6 +114,10 @@ def record_attempts(conn: Connection, kind: SubjectKind, records: Sequence[Attem
         )
 
 
+def _optional_text(value: str | None, limit: int = MAX_FIELD) -> str | None:
+    return None if value is None else storable(value, limit)
+
+
 # -- enrichment jobs: per-item failures ----------------------------------------------------------
 
 
@@ -119,7 +129,7 @@ def record_failures(
     cap: timedelta,
 ) -> None:
     """Remember failed items; the next try backs off from `first`, doubling, up to `cap`."""
-    unique = dict(failures)
+    unique = {key: storable(error, MAX_ERROR) for key, error in failures}
     if not unique:
         return
     keys = sorted(unique)
@@ -239,7 +249,10 @@ def save_results(conn: Connection, rows: Sequence[tuple[ResultRow, timedelta]]) 
         execute_values(
             cur,
             query.as_string(cur),
-            [(*astuple(row), delay) for row, delay in ordered],
+            [
+                (*(_optional_text(v) if isinstance(v, str) else v for v in astuple(row)), delay)
+                for row, delay in ordered
+            ],
             template=f"({', '.join(['%s'] * len(names))}, now(), now() + %s)",
         )
 
@@ -261,9 +274,9 @@ def record_change(
             """,
             (
                 taxon_key,
-                list(reasons),
-                Json(old),
-                Json(new) if new is not None else None,
+                [storable(reason) for reason in reasons],
+                Json(storable_json(old)),
+                Json(storable_json(new)) if new is not None else None,
                 restamped,
             ),
         )
@@ -295,15 +308,26 @@ def record_dead_letter(
     root_run_id: str | None,
     retry_number: int,
     error: str,
+    step_key: str | None = None,
+    step_attempts: int | None = None,
 ) -> bool:
-    """Remember a run that failed for good; False if it was already recorded."""
+    """Remember a run that failed for good, with its root cause; False if already recorded."""
     with conn.cursor() as cur:
         cur.execute(
             """
-            INSERT INTO pipelines.dead_letters (run_id, job_name, root_run_id, retry_number, error)
-            VALUES (%s, %s, %s, %s, %s) ON CONFLICT (run_id) DO NOTHING
+            INSERT INTO pipelines.dead_letters
+                (run_id, job_name, root_run_id, retry_number, error, step_key, step_attempts)
+            VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (run_id) DO NOTHING
             """,
-            (run_id, job_name, root_run_id, retry_number, error),
+            (
+                run_id,
+                job_name,
+                root_run_id,
+                retry_number,
+                storable(error, MAX_ERROR),
+                _optional_text(step_key),
+                step_attempts,
+            ),
         )
         return cur.rowcount == 1
 

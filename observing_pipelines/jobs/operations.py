@@ -1,35 +1,68 @@
-"""Dead letters: every run that failed for good lands in `pipelines.dead_letters`.
+"""Dead letters: every run that failed for good lands in `pipelines.dead_letters`, saying why.
 
-"For good" means its retries are exhausted: Dagster tags each failed run with
-`dagster/will_retry`, and `true` means an automatic retry run is on its way. The sensor also logs
-each dead letter at ERROR as a Cloud Logging JSON line, where alerting can pick it up.
+"For good" means no automatic retry is coming: Dagster tags each failed run with
+`dagster/will_retry`, and `true` means a retry run is on its way, unless the run has no origin
+a daemon could launch again (`dagster job execute` runs: the sensor watches every code location
+so that it sees them too). The letter names the failed step, how many times it was tried (its
+retry policy's attempts) and the root cause of the last attempt: the exception type and message
+raised in our code, not Dagster's "Execution of run ... failed" summary. Each is logged at ERROR
+as a Cloud Logging JSON line too, where alerting can pick it up.
 """
+
+from dataclasses import dataclass
 
 import dagster as dg
 
 from observing_pipelines.db import state
-from observing_pipelines.logging_json import event_logger
+from observing_pipelines.logging_json import event_logger, root_cause
 from observing_pipelines.resources import AppDatabaseResource
 
 WILL_RETRY_TAG = "dagster/will_retry"
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    cause: str
+    step_key: str | None
+    step_attempts: int | None
+
+
+def dead_letter(context: dg.RunFailureSensorContext) -> DeadLetter:
+    """Why the run failed: its last failed step's root cause and attempts, or, for a run that
+    failed outside any step (run monitoring, max runtime, an interrupted worker), the run
+    failure's own message and cause."""
+    step_failures = context.get_step_failure_events()  # in the order they happened
+    if step_failures:
+        last = step_failures[-1]
+        error = last.step_failure_data.error
+        step_key = last.step_key
+        restarts = context.instance.all_logs(
+            context.dagster_run.run_id, of_type=dg.DagsterEventType.STEP_RESTARTED
+        )
+        attempts = 1 + sum(1 for entry in restarts if entry.step_key == step_key)
+        cause = root_cause(error) if error is not None else last.message or "step failed"
+        return DeadLetter(cause, step_key, attempts)
+    failure = context.failure_event
+    data = failure.event_specific_data
+    error = getattr(data, "error", None)
+    cause = failure.message or "run failed"
+    if error is not None:
+        cause = f"{cause} {root_cause(error)}"
+    return DeadLetter(cause, None, None)
 
 
 @dg.run_failure_sensor(
     name="dead_letters",
     default_status=dg.DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=30,
-    description="Records runs whose retries are exhausted in pipelines.dead_letters.",
+    monitor_all_code_locations=True,
+    description="Records runs that failed for good in pipelines.dead_letters, with their cause.",
 )
 def dead_letter_sensor(context: dg.RunFailureSensorContext, app_db: AppDatabaseResource) -> None:
     run = context.dagster_run
-    if run.tags.get(WILL_RETRY_TAG) == "true":
+    if run.tags.get(WILL_RETRY_TAG) == "true" and run.remote_job_origin is not None:
         return
-    step_errors = [
-        f"{event.step_key}: {event.step_failure_data.error.message.strip()}"
-        for event in context.get_step_failure_events()
-        if event.step_failure_data.error
-    ]
-    error = "; ".join([context.failure_event.message or "run failed", *step_errors])
+    letter = dead_letter(context)
     with app_db.connect() as conn, conn:
         recorded = state.record_dead_letter(
             conn,
@@ -37,13 +70,21 @@ def dead_letter_sensor(context: dg.RunFailureSensorContext, app_db: AppDatabaseR
             job_name=run.job_name,
             root_run_id=run.tags.get("dagster/root_run_id"),
             retry_number=int(run.tags.get("dagster/retry_number", "0")),
-            error=error,
+            error=letter.cause,
+            step_key=letter.step_key,
+            step_attempts=letter.step_attempts,
         )
     if recorded:
+        where = (
+            f" at {letter.step_key} after {letter.step_attempts} attempt(s)"
+            if letter.step_key
+            else ""
+        )
         event_logger().error(
-            "Dead letter: %s run %s failed for good: %s",
+            "Dead letter: %s run %s failed for good%s: %s",
             run.job_name,
             run.run_id,
-            error,
+            where,
+            letter.cause,
             extra={"dagster_meta": {"run_id": run.run_id, "job_name": run.job_name}},
         )
