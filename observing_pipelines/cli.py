@@ -365,21 +365,28 @@ def _launch_failure(error: Exception, graphql: GraphqlSettings) -> str:
     """Why a launch failed, in one line (the GraphQL client's own message holds the whole
     query): the network's cause, the webserver's HTTP status or refusal, or Dagster's answer."""
     import requests
-    from gql.transport.exceptions import TransportQueryError, TransportServerError
+    from gql.transport.exceptions import (
+        TransportConnectionFailed,
+        TransportQueryError,
+        TransportServerError,
+    )
 
     url = f"{'https' if graphql.https else 'http'}://{graphql.host}:{graphql.port}"
     url += f"{graphql.path_prefix}/graphql"
-    cause = error.__cause__
-    if isinstance(cause, requests.RequestException):
-        root: BaseException = cause
-        while root.__context__ is not None or root.__cause__ is not None:
-            root = root.__cause__ or root.__context__ or root
-        text = f"cannot reach {url}: {type(root).__name__}: {_one_line(root)}"
-    elif isinstance(cause, TransportServerError):
-        text = f"{url} answered HTTP {cause.code}: {_one_line(cause)}"
-    elif isinstance(cause, TransportQueryError):
-        text = f"{url} refused it: {_one_line(cause)}"
-    else:  # Dagster's answer: (type, message)
+    chain: list[BaseException] = []
+    link: BaseException | None = error
+    while link is not None and link not in chain:
+        chain.append(link)
+        link = link.__cause__ or link.__context__
+    server = next((e for e in chain if isinstance(e, TransportServerError)), None)
+    refusal = next((e for e in chain if isinstance(e, TransportQueryError)), None)
+    if any(isinstance(e, requests.RequestException | TransportConnectionFailed) for e in chain):
+        text = f"cannot reach {url}: {type(chain[-1]).__name__}: {_one_line(chain[-1])}"
+    elif server is not None:
+        text = f"{url} answered HTTP {server.code}: {_one_line(server)}"
+    elif refusal is not None:
+        text = f"{url} refused it: {_one_line(refusal)}"
+    else:  # Dagster's own answer: (type, message)
         text = ": ".join(str(part) for part in error.args)
     return text.replace(graphql.authorization, "***") if graphql.authorization else text
 

@@ -24,6 +24,9 @@ from datetime import UTC, datetime
 from typing import IO, Any
 from urllib.parse import urlsplit
 
+import psycopg2
+from psycopg2.extensions import parse_dsn
+
 LABEL_KEYS = ("run_id", "job_name", "step_key")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _CONSOLE_LINE = re.compile(
@@ -44,10 +47,13 @@ def known_secrets(environ: dict[str, str] | None = None) -> list[str]:
     """Secret values this process knows, longest first (so no secret is half replaced)."""
     env = os.environ if environ is None else environ
     values = [env.get(name, "") for name in SECRET_VARIABLES]
-    url = env.get("DATABASE_URL", "")
-    if url:
+    dsn = env.get("DATABASE_URL", "")
+    if dsn:  # a URL or libpq's key=value words
+        with contextlib.suppress(psycopg2.ProgrammingError):
+            parsed = parse_dsn(dsn)
+            values += [parsed.get("password", ""), parsed.get("sslpassword", "")]
         with contextlib.suppress(ValueError):
-            values.append(urlsplit(url).password or "")
+            values.append(urlsplit(dsn).password or "")  # as written (percent-encoded) too
     return sorted({v for v in values if len(v) >= 4}, key=len, reverse=True)
 
 

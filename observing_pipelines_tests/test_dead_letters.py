@@ -20,11 +20,13 @@ def failed_run_context(instance: dg.DagsterInstance, asset: dg.AssetsDefinition)
     result = dg.materialize([asset], instance=instance, raise_on_error=False)
     assert not result.success
     (failure,) = [e for e in result.all_events if e.event_type == dg.DagsterEventType.RUN_FAILURE]
+    run = instance.get_run_by_id(result.run_id)
+    assert run is not None
     return dg.build_run_status_sensor_context(
         sensor_name="dead_letters",
         dagster_event=failure,
         dagster_instance=instance,
-        dagster_run=instance.get_run_by_id(result.run_id),
+        dagster_run=run,
     ).for_run_failure()
 
 

@@ -6,6 +6,7 @@ dagster-postgres (Dagster's storage, pinned to the `dagster` schema through `sea
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
@@ -78,14 +79,18 @@ def sqlalchemy_url(url: str) -> str:
     return url
 
 
-def redact(url: str) -> str:
-    """The URL with its password replaced, for log lines and error messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        query = [(k, "***" if k == "password" else v) for k, v in parse_qsl(parts.query)]
-        return urlunsplit(parts._replace(query=urlencode(query)))
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+_URL_PASSWORD = re.compile(r"^([a-z][a-z0-9+.-]*://[^:/?#@]*):[^@/?#]*@", re.IGNORECASE)
+_PARAMETER_PASSWORD = re.compile(
+    r"((?:^|[?&\s])(?:ssl)?password\s*=\s*)('(?:[^'\\]|\\.)*'|[^&#\s]*)", re.IGNORECASE
+)
+
+
+def redact(dsn: str) -> str:
+    """The connection string with its password replaced by `***`, whatever its form: a URL
+    (`postgresql://user:pw@host/db`), a URL with `password=` among its parameters (the
+    `/cloudsql` socket form), or libpq's `key=value` words (`host=... password='...'`). The
+    rest is left exactly as given, so the line still says which database was meant."""
+    return _PARAMETER_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\1:***@", dsn))
 
 
 @contextmanager
