@@ -5,10 +5,11 @@
 carry those in `dagster_meta`. Known secret values (database passwords, the IUCN token) are
 replaced by `***` in every line, whatever logged them.
 
-Wired in three places: `jobs.common.cloud_logging_logger`, which `definitions.py` installs as
+Wired in four places: `jobs.common.cloud_logging_logger`, which `definitions.py` installs as
 every job's `console` logger (Dagster's default prints coloured text), for every line of a run;
-`relay_process_logs` for the daemon's and webserver's own output; and `event_logger()` for the
-few lines written outside a run (the dead-letter sensor).
+`log_relay` for the daemon's and webserver's own output; `json_logging` for our commands and
+the webserver process; and `event_logger()` for the few lines written outside a run (the
+dead-letter sensor).
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import contextlib
 import json
 import logging
 import os
-import re
 import sys
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -28,12 +28,6 @@ import psycopg2
 from psycopg2.extensions import parse_dsn
 
 LABEL_KEYS = ("run_id", "job_name", "step_key")
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-_CONSOLE_LINE = re.compile(
-    r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4} - (?P<logger>\S+) - "
-    r"(?P<level>DEBUG|INFO|WARNING|ERROR|CRITICAL) - (?P<rest>.*)$"
-)
-_RUN_PREFIX = re.compile(r"^(?P<job>\S+) - (?P<run_id>[0-9a-f]{8}-[0-9a-f-]{27}) - ")
 SECRET_VARIABLES = (
     "DB_PASSWORD",
     "IUCN_API_TOKEN",
@@ -148,50 +142,3 @@ def event_logger() -> logging.Logger:
         logger.setLevel(logging.INFO)
         logger.propagate = False
     return logger
-
-
-def relay_process_logs(lines: Iterable[str], out: IO[str], process: str) -> None:
-    """Rewrite the daemon's or webserver's own log lines as Cloud Logging JSON.
-
-    Their `--log-format json` writes `{"event", "level", "timestamp", "logger"}`, which Cloud
-    Logging does not map to severity; anything else they print (a traceback) is passed on as
-    one line each, at ERROR for tracebacks, INFO otherwise.
-    """
-    secrets = known_secrets()
-    for raw in lines:
-        text = raw.rstrip("\n")
-        if not text.strip():
-            continue
-        try:
-            record = json.loads(text)
-        except ValueError:
-            record = None
-        if isinstance(record, dict) and "severity" in record:  # a run's line, already ours
-            line = scrub(text, secrets)
-        elif isinstance(record, dict) and "event" in record:
-            line = cloud_logging_line(
-                str(record.get("level", "info")),
-                str(record["event"]),
-                logger=str(record.get("logger", process)),
-                labels={"process": process},
-                secrets=secrets,
-            )
-        elif console := _CONSOLE_LINE.match(_ANSI.sub("", text)):
-            # Dagster's coloured console format, from a run whose config selects no logger.
-            labels = {"process": process}
-            if run := _RUN_PREFIX.match(console["rest"]):
-                labels |= {"job_name": run["job"], "run_id": run["run_id"]}
-            line = cloud_logging_line(
-                console["level"],
-                console["rest"],
-                logger=console["logger"],
-                labels=labels,
-                secrets=secrets,
-            )
-        else:
-            severity = "ERROR" if text.startswith(("Traceback", "  File", "    ")) else "INFO"
-            line = cloud_logging_line(
-                severity, text, logger=process, labels={"process": process}, secrets=secrets
-            )
-        out.write(line + "\n")
-        out.flush()

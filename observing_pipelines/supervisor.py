@@ -29,14 +29,16 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from types import FrameType
+from typing import Literal
 
 import psycopg2
 from psycopg2.extensions import connection as Connection
 
 from observing_pipelines.db.connection import APPLICATION_NAME
-from observing_pipelines.logging_json import relay_process_logs
+from observing_pipelines.log_relay import relay_process_logs
 
 log = logging.getLogger("observing_pipelines.supervisor")
 
@@ -49,6 +51,9 @@ DAEMON_LOCK_KEY = 0x7461786100000002
 """pg_advisory_lock key of the daemon leader (`app_tables.WRITE_LOCK_KEY` is ...01)."""
 LOCK_POLL_SECONDS = 2.0
 LOCK_CHECK_SECONDS = 10.0
+LOCK_LOST_GRACE_SECONDS = 60.0
+"""How long the database may stay unreachable (a restart, a failover) before the daemon stops:
+while nobody can reach it, no second daemon can take the lock either."""
 
 
 class LeaderLock:
@@ -81,21 +86,23 @@ class LeaderLock:
             stopping.wait(LOCK_POLL_SECONDS)
         return False
 
-    def held(self) -> bool:
-        """Whether the lock is still ours; after a lost session, try once to take it again."""
+    def check(self) -> Literal["held", "taken", "unreachable"]:
+        """Whether the lock is still ours: after a lost session, it is taken again if nobody
+        else holds it ("held"), or it is another daemon's ("taken"), or the database cannot be
+        reached to tell ("unreachable")."""
         try:
             if self._conn is not None and not self._conn.closed:
                 with self._conn.cursor() as cur:
                     cur.execute("SELECT 1")
-                return True
+                return "held"
         except psycopg2.Error as error:
             log.warning("The daemon lock's session is gone: %s", _first_line(error))
         self._close()
         try:
-            return self._try()
+            return "held" if self._try() else "taken"
         except psycopg2.Error:
             self._close()
-            return False
+            return "unreachable"
 
     def release(self) -> None:
         self._close()
@@ -218,12 +225,27 @@ def _watch_lock(
     lost: threading.Event,
     stop: Callable[[str], None],
 ) -> None:
-    while not stopping.wait(LOCK_CHECK_SECONDS):
-        if not lock.held():
-            log.error("Lost the daemon lock: stopping, so that two daemons never run at once")
-            lost.set()
-            stop("lost the daemon lock")
-            return
+    """Stop the daemon as soon as another one holds the lock, or once the database has been
+    unreachable for `LOCK_LOST_GRACE_SECONDS`; a shorter outage only costs a reconnect."""
+    unreachable_since: float | None = None
+    while not stopping.wait(LOCK_CHECK_SECONDS if unreachable_since is None else 1.0):
+        state = lock.check()
+        if state == "held":
+            if unreachable_since is not None:
+                log.info("Holding the daemon lock again")
+            unreachable_since = None
+            continue
+        if state == "unreachable":
+            unreachable_since = unreachable_since or time.monotonic()
+            if time.monotonic() - unreachable_since < LOCK_LOST_GRACE_SECONDS:
+                continue
+        log.error(
+            "Lost the daemon lock (%s): stopping, so that two daemons never run at once",
+            "another daemon holds it" if state == "taken" else "the database is unreachable",
+        )
+        lost.set()
+        stop("lost the daemon lock")
+        return
 
 
 def _first_line(error: BaseException) -> str:

@@ -15,6 +15,7 @@ asset checks watch hold.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
@@ -548,6 +549,61 @@ def test_postgres_restarted_mid_pass_ends_the_cli_cleanly_and_the_next_pass_fini
         assert set(asked) == must_ask
         assert report.names.errors == 0 and report.refreshed
         assert_complete(conn, world)
+
+
+OUTAGE_SECONDS = 20.0
+
+
+def test_the_daemon_with_its_database_down_logs_each_error_once_not_once_a_line(
+    tmp_path: Path, private_cluster: PrivateCluster, private_db_url: str
+) -> None:
+    """Before, with the database down, the daemon wrote about 3,000 lines in 40 s: each line of
+    every traceback its own entry, many at INFO, every retry again. Now a traceback is one
+    entry at ERROR, a repeating one is printed once a minute, and the daemon rides out the
+    outage: it keeps its lock (taken again once the server is back) and does not exit."""
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copy(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
+    log_path = tmp_path / "daemon.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DB_", "DAGSTER_"))}
+    daemon = subprocess.Popen(
+        [str(CLI), "daemon"],
+        env=env
+        | {
+            "DATABASE_URL": private_db_url,
+            "DAGSTER_HOME": str(home),
+            "DAGSTER_WORKSPACE": str(PROJECT_ROOT / "workspace.yaml"),
+        },
+        stdout=log_path.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        wait_for_text(log_path, "Holding the daemon lock", 60)
+        time.sleep(10)  # the daemon's threads at work
+        before = len(log_path.read_text().splitlines())
+        private_cluster.pg_ctl("-m", "fast", "-w", "stop")
+        time.sleep(OUTAGE_SECONDS)
+        private_cluster.pg_ctl("-w", "start")
+        wait_for_text(log_path, "Holding the daemon lock again", 60)
+        assert daemon.poll() is None, "the daemon stopped over a short outage"
+    finally:
+        daemon.terminate()
+        daemon.wait(timeout=30)
+    entries = [json.loads(line) for line in log_path.read_text().splitlines()[before:]]
+    assert len(entries) <= 150, f"{len(entries)} entries for a {OUTAGE_SECONDS:.0f} s outage"
+    assert not [e for e in entries if e["message"].lstrip().startswith('File "')]
+    tracebacks = [e for e in entries if "Traceback (most recent call last)" in e["message"]]
+    assert tracebacks and all(e["severity"] in ("ERROR", "CRITICAL") for e in tracebacks)
+
+
+def wait_for_text(path: Path, text: str, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if text in path.read_text():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"{text!r} not in {path} after {seconds} s")
 
 
 def test_the_dagster_step_rides_out_a_postgres_restart_through_its_retry_policy(

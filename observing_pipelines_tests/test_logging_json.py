@@ -11,11 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from observing_pipelines.logging_json import (
-    CloudLoggingFormatter,
-    known_secrets,
-    relay_process_logs,
-)
+from observing_pipelines.log_relay import relay_process_logs
+from observing_pipelines.logging_json import CloudLoggingFormatter, known_secrets
 from observing_pipelines_tests.conftest import PROJECT_ROOT
 
 
@@ -50,14 +47,52 @@ def test_console_lines_keep_their_level_job_and_run():
     }
 
 
-def test_other_lines_tracebacks_and_our_own_lines():
+def test_a_traceback_is_one_entry_at_error_with_its_chained_causes():
     ours = json.dumps({"severity": "INFO", "message": "already ours"})
-    lines = relay("plain words", "Traceback (most recent call last):", "", ours)
-    assert [(line["severity"], line["message"]) for line in lines] == [
-        ("INFO", "plain words"),
-        ("ERROR", "Traceback (most recent call last):"),
-        ("INFO", "already ours"),
-    ]
+    lines = relay(
+        "ERROR:dagster.daemon.SensorDaemon:SensorDaemon caught an error",
+        "Traceback (most recent call last):",
+        '  File "/venv/sqlalchemy/engine/base.py", line 149, in __init__',
+        "    self._dbapi_connection = engine.raw_connection()",
+        "psycopg2.OperationalError: connection to server failed: Connection refused",
+        "\tIs the server running on that host and accepting TCP/IP connections?",
+        "",
+        "The above exception was the direct cause of the following exception:",
+        "",
+        "Traceback (most recent call last):",
+        '  File "/venv/dagster/_daemon/sensor.py", line 313, in execute',
+        "sqlalchemy.exc.OperationalError: (psycopg2.OperationalError) connection failed",
+        "(Background on this error at: https://sqlalche.me/e/20/e3q8)",
+        "plain words",
+        ours,
+    )
+    assert [line["severity"] for line in lines] == ["ERROR", "INFO", "INFO"]
+    traceback = lines[0]["message"].splitlines()
+    assert traceback[0] == "ERROR:dagster.daemon.SensorDaemon:SensorDaemon caught an error"
+    assert traceback[-1] == "(Background on this error at: https://sqlalche.me/e/20/e3q8)"
+    assert lines[0]["logger"] == "dagster.daemon.SensorDaemon"
+    assert [line["message"] for line in lines[1:]] == ["plain words", "already ours"]
+
+
+def test_a_warning_keeps_its_continuation_lines_and_its_level():
+    (line,) = relay(
+        "WARNING:root:Retrying failed database connection: (psycopg2.OperationalError) failed",
+        "\tIs the server running on that host and accepting TCP/IP connections?",
+    )
+    assert line["severity"] == "WARNING" and len(line["message"].splitlines()) == 2
+
+
+def test_a_repeating_error_is_printed_once_a_window_with_its_count():
+    now = [0.0]
+    out = io.StringIO()
+    errors = [f"ERROR:dagster.daemon:Could not connect to port {5000 + n}" for n in range(100)]
+    relay_process_logs(iter(errors[:99]), out, "daemon", clock=lambda: now[0])
+    first = [json.loads(line)["message"] for line in out.getvalue().splitlines()]
+    assert first == [errors[0], f"{errors[0]} (and 98 more like it in the 60 s before)"]
+    now[0] = 61.0
+    out = io.StringIO()
+    relay_process_logs(iter([errors[99]]), out, "daemon", clock=lambda: now[0])
+    assert [json.loads(line)["message"] for line in out.getvalue().splitlines()] == [errors[99]]
 
 
 def test_secrets_never_reach_a_line(monkeypatch):
