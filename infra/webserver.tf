@@ -1,7 +1,7 @@
 # The Dagster UI and GraphQL API. Dagster OSS has no authentication, and anyone who reaches
 # /graphql can launch runs, so the service is IAP-protected (Cloud Run's own IAP integration):
 # no public invoker: only the IAP service agent may invoke it, and only `webserver_accessors`
-# get through IAP. Probes hit /server_info.
+# get through IAP. Probes hit /health (the storage answers).
 locals {
   webservers = merge(
     { "observing-pipelines-webserver" = { read_only = false, accessors = var.webserver_accessors } },
@@ -48,9 +48,12 @@ resource "google_cloud_run_v2_service" "webserver" {
         }
       }
 
+      # /health answers 503 while the run storage is unreachable (Dagster's /server_info answers
+      # from memory): a revision that cannot reach the database gets no traffic, and one that
+      # has lost it for three minutes is restarted.
       startup_probe {
         http_get {
-          path = "/server_info"
+          path = "/health"
         }
         initial_delay_seconds = 5
         period_seconds        = 10
@@ -60,11 +63,11 @@ resource "google_cloud_run_v2_service" "webserver" {
 
       liveness_probe {
         http_get {
-          path = "/server_info"
+          path = "/health"
         }
         period_seconds    = 30
         timeout_seconds   = 5
-        failure_threshold = 3
+        failure_threshold = 6
       }
 
       dynamic "env" {

@@ -83,8 +83,8 @@ def test_webserver_is_behind_iap_and_not_public(module):
     (webserver,) = resources(module, "google_cloud_run_v2_service").values()
     assert webserver["iap_enabled"] is True
     container = webserver["template"][0]["containers"][0]
-    assert container["startup_probe"][0]["http_get"][0]["path"] == "/server_info"
-    assert container["liveness_probe"][0]["http_get"][0]["path"] == "/server_info"
+    assert container["startup_probe"][0]["http_get"][0]["path"] == "/health"
+    assert container["liveness_probe"][0]["http_get"][0]["path"] == "/health"
     (invoker,) = resources(module, "google_cloud_run_v2_service_iam_member").values()
     assert invoker["role"] == "roles/run.invoker" and "gcp-sa-iap" in invoker["member"]
     text = "\n".join(p.read_text() for p in INFRA.rglob("*.tf"))
@@ -135,3 +135,30 @@ def test_the_jobs_role_is_never_a_cloud_sql_built_in_user():
         with path.open() as handle:
             blocks = _unquote(hcl2.load(handle)).get("resource", [])
         assert not [kind for block in blocks for kind in block if kind == "google_sql_user"], path
+
+
+@pytest.mark.parametrize(
+    ("parts", "launcher"),
+    [
+        (["dagster.yaml"], "HealthCheckingRunLauncher"),
+        (["dagster.yaml", "infra/instance/compute-logs-gcs.yaml"], "HealthCheckingRunLauncher"),
+        (
+            [
+                "dagster.yaml",
+                "infra/instance/compute-logs-gcs.yaml",
+                "infra/instance/run-launcher-cloud-run.yaml",
+            ],
+            "CloudRunRunLauncher",
+        ),
+    ],
+    ids=["home-local", "home", "home-cloud-run"],
+)
+def test_each_image_home_has_the_launcher_it_is_for(tmp_path, parts, launcher):
+    """The Dockerfile builds the instance homes by concatenating these files; the scaling-out
+    home's `run_launcher` replaces ours (the last key wins in Dagster's YAML loading)."""
+    from dagster._core.instance.config import dagster_instance_config
+
+    text = "\n".join((PROJECT_ROOT / part).read_text() for part in parts)
+    (tmp_path / "dagster.yaml").write_text(text)
+    config, _ = dagster_instance_config(str(tmp_path))
+    assert config["run_launcher"]["class"] == launcher
