@@ -21,6 +21,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -317,3 +318,45 @@ def _add_two_identifications(db_url: str) -> None:
             ],
         )
     conn.close()
+
+
+class ConnectionSampler:
+    """The database's client connections (`pg_stat_activity`), counted every `interval`
+    seconds in a thread from a connection to another database (so it never counts itself)."""
+
+    def __init__(self, server_url: str, database: str, interval: float = 0.1) -> None:
+        self.server_url = server_url
+        self.database = database
+        self.interval = interval
+        self.counts: list[int] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> ConnectionSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    @property
+    def peak(self) -> int:
+        return max(self.counts, default=0)
+
+    def _sample(self) -> None:
+        conn = psycopg2.connect(self.server_url)
+        conn.autocommit = True
+        try:
+            with conn.cursor() as cur:
+                while not self._stop.is_set():
+                    cur.execute(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = %s "
+                        "AND backend_type = 'client backend'",
+                        (self.database,),
+                    )
+                    row = cur.fetchone()
+                    self.counts.append(int(row[0]) if row else 0)
+                    self._stop.wait(self.interval)
+        finally:
+            conn.close()
