@@ -29,7 +29,6 @@ from typing import Any, TypeVar
 
 import psycopg2
 
-from observing_pipelines import inputs
 from observing_pipelines.db import app_tables
 from observing_pipelines.db.connection import (
     DatabaseNotConfiguredError,
@@ -59,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     resolve.add_argument("--dry-run", action="store_true", help="no HTTP call, no write")
     resolve.add_argument(
         "--limit",
-        type=_rule(int, inputs.limit),
+        type=_rule(int, "limit"),
         help="ask upstream about at most N names (and N taxonIDs) per pass",
     )
     resolve.add_argument(
@@ -69,8 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     resolve.add_argument(
         "--kingdom",
-        type=_rule(str, inputs.kingdom),
-        help=f"only identifications of this kingdom ({', '.join(inputs.KINGDOMS)})",
+        type=_rule(str, "kingdom"),
+        help="only identifications of this kingdom (one of GBIF's, e.g. Plantae)",
     )
     resolve.set_defaults(handler=_resolve_taxa)
 
@@ -113,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     trigger.add_argument("--wait", action="store_true", help="follow the run to its end")
     trigger.add_argument(
-        "--timeout", type=_rule(int, inputs.limit), default=3600, help="seconds --wait waits"
+        "--timeout", type=_rule(int, "limit"), default=3600, help="seconds --wait waits"
     )
     trigger.set_defaults(handler=_trigger)
 
@@ -401,10 +400,15 @@ def _stop_db(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK if stop_embedded_postgres(settings.embedded_pgdata) else EXIT_FAILED
 
 
-def _rule(parse: Callable[[str], T], check: Callable[[T], T]) -> Callable[[str], T]:
-    """An argparse type applying one of the jobs' rules (`inputs.py`) after parsing."""
+def _rule(parse: Callable[[str], T], rule: str) -> Callable[[str], T]:
+    """An argparse type applying one of the jobs' rules (`inputs.<rule>`) after parsing.
+    The rules (and pydantic with them) are imported only when such a flag is given: the
+    `webserver` and `daemon` wrappers stay small."""
 
     def argument(text: str) -> T:
+        from observing_pipelines import inputs
+
+        check: Callable[[T], T] = getattr(inputs, rule)
         try:
             return check(parse(text))
         except ValueError as error:

@@ -86,20 +86,28 @@ def wait_for(predicate: Callable[[], T | None], seconds: float, what: str) -> T:
 
 class Services:
     def __init__(
-        self, tmp: Path, db_url: str, apis: dict[str, str], *, isolate: bool = False
+        self,
+        tmp: Path,
+        db_url: str,
+        apis: dict[str, str],
+        *,
+        isolate: bool = False,
+        production_intervals: bool = False,
     ) -> None:
-        """`apis` is extra environment for both services (API URLs, rate limits, crons).
+        """`apis` is extra environment for both services (API URLs, rate limits, crons);
+        `production_intervals` keeps the project's dagster.yaml exactly as it is.
 
         The services connect as `jobs_runtime`, as they do in production; `query` uses
         `db_url` (the test harness's superuser) to look and to set up."""
         home = tmp / "dagster_home"
         home.mkdir()
         config = yaml.safe_load((PROJECT_ROOT / "dagster.yaml").read_text())
-        config["run_queue"]["dequeue_interval_seconds"] = 1
-        config["run_monitoring"] |= {
-            "poll_interval_seconds": 2,
-            "free_slots_after_run_end_seconds": 2,
-        }
+        if not production_intervals:
+            config["run_queue"]["dequeue_interval_seconds"] = 1
+            config["run_monitoring"] |= {
+                "poll_interval_seconds": 2,
+                "free_slots_after_run_end_seconds": 2,
+            }
         (home / "dagster.yaml").write_text(yaml.safe_dump(config))
         self.port = free_port()
         self.db_url = db_url
@@ -360,3 +368,77 @@ class ConnectionSampler:
                     self._stop.wait(self.interval)
         finally:
             conn.close()
+
+
+# --- a deploy in the middle of a run (test_daemon_faults.py, benchmarks/orphaned_run.py) -------
+
+HANG_SECONDS = 40.0
+"""The first GBIF answer a run waits for: it is still in flight when the stop comes."""
+CLOUD_RUN_GRACE_SECONDS = 10.0
+"""Cloud Run's SIGTERM-to-SIGKILL."""
+TERMINAL = ("SUCCESS", "FAILURE", "CANCELED")
+
+
+def hanging_identification(services: Services, entry: fakes.Entry, apis: StandIns) -> str:
+    """A new identification of a name GBIF's stand-in knows and nobody has asked about; its
+    first lookup hangs `HANG_SECONDS`. Returns its URI."""
+    _, name, _ = entry
+    apis.gbif.add_name(name, fakes.match_body("EXACT", entry, fakes.PANTHERA_LINEAGE))
+    apis.gbif.script(name, HANG_SECONDS)
+    uri = f"at://did:plc:t/identification/{name.replace(' ', '-')}"
+    conn = psycopg2.connect(services.db_url)
+    try:
+        with conn:
+            app_tables.insert_identifications(
+                conn,
+                [app_tables.NewIdentification(uri, "did:plc:deploy", f"{uri}/o", name, "Animalia")],
+            )
+    finally:
+        conn.close()
+    return uri
+
+
+def run_in_flight(services: Services, apis: StandIns, name: str) -> str:
+    """A resolve_taxa run, returned once it is STARTED and waiting on GBIF for `name`."""
+    run_id = services.client.submit_job_execution(
+        "resolve_taxa", repository_location_name="observing_pipelines"
+    )
+    wait_for(
+        lambda: any(r.get("scientificName") == name for r in apis.gbif.requests),
+        120,
+        f"the run to ask GBIF about {name}",
+    )
+    ((status,),) = services.query("SELECT status FROM dagster.runs WHERE run_id = %s", (run_id,))
+    assert status == "STARTED", status
+    return run_id
+
+
+def recovery(services: Services, run_id: str, since: float) -> dict[str, float]:
+    """Wait until the run has failed and its automatic retry has succeeded; when each
+    happened, in seconds after `since`."""
+
+    def retry_done() -> tuple[str, str] | None:
+        rows = services.query(
+            "SELECT r.run_id, r.status FROM dagster.runs r JOIN dagster.run_tags t "
+            "ON t.run_id = r.run_id WHERE t.key = 'dagster/parent_run_id' AND t.value = %s",
+            (run_id,),
+        )
+        return rows[0] if rows and rows[0][1] in TERMINAL else None
+
+    retry_id, retry_status = wait_for(retry_done, 600, f"the retry of {run_id} to finish")
+    assert retry_status == "SUCCESS", retry_id
+    ((status,),) = services.query("SELECT status FROM dagster.runs WHERE run_id = %s", (run_id,))
+    assert status == "FAILURE", status
+    ((failed_at,),) = services.query(
+        "SELECT extract(epoch FROM timestamp) FROM dagster.event_logs WHERE run_id = %s "
+        "AND dagster_event_type = 'PIPELINE_FAILURE'",
+        (run_id,),
+    )
+    ((started, ended),) = services.query(
+        "SELECT start_time, end_time FROM dagster.runs WHERE run_id = %s", (retry_id,)
+    )
+    return {
+        "failed": round(float(failed_at) - since, 1),
+        "retry_started": round(float(started) - since, 1),
+        "retry_succeeded": round(float(ended) - since, 1),
+    }

@@ -33,12 +33,15 @@ from dagster._core.storage.tags import (
 from dagster._serdes import deserialize_value
 from dagster_graphql import DagsterGraphQLClient
 
-from observing_pipelines.db import app_tables
 from observing_pipelines_tests import fakes
 from observing_pipelines_tests.services import (
+    CLOUD_RUN_GRACE_SECONDS,
     Services,
     StandIns,
+    hanging_identification,
     kill_container,
+    recovery,
+    run_in_flight,
     services_on_a_copy,
     stand_ins,
     wait_for,
@@ -323,71 +326,6 @@ def test_daemon_crash_across_a_tick_never_duplicates_a_run(
 
 
 PANTHERA_ONCA: fakes.Entry = (5219426, "Panthera onca", "SPECIES")
-HANG_SECONDS = 40.0  # the first GBIF answer of the run: it is in flight when the stop comes
-CLOUD_RUN_GRACE_SECONDS = 10.0  # Cloud Run's SIGTERM-to-SIGKILL
-
-
-def identify_new(services: Services, entry: fakes.Entry, apis: StandIns) -> str:
-    """A new identification of a name GBIF's stand-in knows and nobody has asked about; its
-    first lookup hangs `HANG_SECONDS`."""
-    _, name, _ = entry
-    apis.gbif.add_name(name, fakes.match_body("EXACT", entry, fakes.PANTHERA_LINEAGE))
-    apis.gbif.script(name, HANG_SECONDS)
-    uri = f"at://did:plc:t/identification/{name.replace(' ', '-')}"
-    conn = psycopg2.connect(services.db_url)
-    try:
-        with conn:
-            app_tables.insert_identifications(
-                conn,
-                [app_tables.NewIdentification(uri, "did:plc:deploy", f"{uri}/o", name, "Animalia")],
-            )
-    finally:
-        conn.close()
-    return uri
-
-
-def launch_and_wait_in_flight(services: Services, apis: StandIns, name: str) -> str:
-    """A resolve_taxa run, returned once it is STARTED and waiting on GBIF for `name`."""
-    run_id = services.client.submit_job_execution(
-        "resolve_taxa", repository_location_name=LOCATION, tags={TEST_TAG: "deploy"}
-    )
-    wait_for(
-        lambda: any(r.get("scientificName") == name for r in apis.gbif.requests),
-        120,
-        f"the run to ask GBIF about {name}",
-    )
-    assert run_rows(services, [run_id])[run_id].status == "STARTED"
-    return run_id
-
-
-def recovered(services: Services, run_id: str, since: float) -> dict[str, float]:
-    """Wait until the run has failed and its automatic retry succeeded; when each happened,
-    in seconds after `since`."""
-
-    def retry_done() -> tuple[str, str] | None:
-        rows = services.query(
-            "SELECT r.run_id, r.status FROM dagster.runs r JOIN dagster.run_tags t "
-            "ON t.run_id = r.run_id WHERE t.key = %s AND t.value = %s",
-            (PARENT_RUN_ID_TAG, run_id),
-        )
-        return rows[0] if rows and rows[0][1] in TERMINAL_RUN else None
-
-    retry_id, retry_status = wait_for(retry_done, 240, f"the retry of {run_id} to finish")
-    assert retry_status == "SUCCESS", retry_id
-    runs = run_rows(services, [run_id, retry_id])
-    assert runs[run_id].status == "FAILURE"
-    (failed_at,) = services.query(
-        "SELECT extract(epoch FROM timestamp) FROM dagster.event_logs WHERE run_id = %s "
-        "AND dagster_event_type = 'PIPELINE_FAILURE'",
-        (run_id,),
-    )[0]
-    retry = runs[retry_id]
-    assert retry.start_time and retry.end_time
-    return {
-        "failed": round(float(failed_at) - since, 1),
-        "retry_started": round(retry.start_time - since, 1),
-        "retry_succeeded": round(retry.end_time - since, 1),
-    }
 
 
 def assert_nothing_held(services: Services, run_id: str, uri: str, key: int) -> None:
@@ -415,8 +353,8 @@ def test_a_deploy_mid_run_stops_the_daemon_in_time_and_the_run_is_retried(
     code 0, and the run it had in flight must not stay STARTED (holding the job's one run slot
     and the gbif pool slot for good): it is failed, retried by the new daemon, and the retry
     stamps the identification once, with the right key."""
-    uri = identify_new(services, fakes.PANTHERA_UNCIA, apis)
-    run_id = launch_and_wait_in_flight(services, apis, fakes.PANTHERA_UNCIA[1])
+    uri = hanging_identification(services, fakes.PANTHERA_UNCIA, apis)
+    run_id = run_in_flight(services, apis, fakes.PANTHERA_UNCIA[1])
     stopped = time.time()
     services.terminate("daemon")
     daemon = services.process("daemon")
@@ -429,7 +367,7 @@ def test_a_deploy_mid_run_stops_the_daemon_in_time_and_the_run_is_retried(
     status_at_exit = run_rows(services, [run_id])[run_id].status
     services.start("daemon")
     timeline = {"daemon_exited": exited, "run_status_when_it_exited": status_at_exit}
-    timeline |= recovered(services, run_id, stopped)
+    timeline |= recovery(services, run_id, stopped)
     record_property("timeline", json.dumps(timeline))
     print(f"deploy mid-run, seconds after SIGTERM: {json.dumps(timeline)}")
     assert code == 0 and exited < CLOUD_RUN_GRACE_SECONDS, timeline
@@ -442,13 +380,13 @@ def test_a_run_whose_container_vanished_is_failed_by_monitoring_and_retried(
     """No SIGTERM this time (an OOM kill, a lost instance): the run worker dies with the rest
     and reports nothing, so the run stays STARTED. The new daemon's run monitoring asks the
     launcher, which finds the run's code server gone; the run is failed and retried."""
-    uri = identify_new(services, PANTHERA_ONCA, apis)
-    run_id = launch_and_wait_in_flight(services, apis, PANTHERA_ONCA[1])
+    uri = hanging_identification(services, PANTHERA_ONCA, apis)
+    run_id = run_in_flight(services, apis, PANTHERA_ONCA[1])
     killed = time.time()
     services.crash("daemon")
     assert run_rows(services, [run_id])[run_id].status == "STARTED"
     services.start("daemon")
-    timeline = recovered(services, run_id, killed)
+    timeline = recovery(services, run_id, killed)
     record_property("timeline", json.dumps(timeline))
     print(f"container lost mid-run, seconds after the kill: {json.dumps(timeline)}")
     (message,) = services.query(
