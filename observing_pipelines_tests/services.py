@@ -234,7 +234,7 @@ def kill_groups(pids: set[int]) -> None:
             os.killpg(group, signal.SIGKILL)
         except ProcessLookupError:
             continue
-    wait_for(lambda: not any(_alive(pid) for pid in pids), 30, "the killed processes to exit")
+    wait_for(lambda: not any(alive(pid) for pid in pids), 30, "the killed processes to exit")
 
 
 def kill_container(process: subprocess.Popen) -> None:
@@ -243,7 +243,7 @@ def kill_container(process: subprocess.Popen) -> None:
     process.wait(timeout=30)
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     try:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:

@@ -11,6 +11,7 @@ the fix completes it.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -228,11 +229,11 @@ def test_a_missing_privilege_stops_migrate_before_anything_changes_and_a_rerun_c
     result = migrate_command(app_db.admin, JOBS_RUNTIME_PASSWORD=SECRET)
     output = result.stdout + result.stderr
     assert result.returncode == 1
-    errors = [line for line in output.splitlines() if " ERROR " in line]
-    assert len(errors) == 1, output
-    assert 'step "roles"' in errors[0]
-    assert "permission denied for table taxa" in errors[0]
-    assert 'statement: GRANT SELECT ON "ingester"."taxa" TO "jobs_runtime"' in errors[0]
+    entries = [json.loads(line) for line in result.stderr.splitlines()]  # JSON, every line
+    (error,) = [entry["message"] for entry in entries if entry["severity"] == "ERROR"]
+    assert 'step "roles"' in error
+    assert "permission denied for table taxa" in error
+    assert 'statement: GRANT SELECT ON "ingester"."taxa" TO "jobs_runtime"' in error
     assert "Traceback" not in output and SECRET not in output
     assert cloud_sql.catalog(app_db.superuser) == before  # the roles step is one transaction
 

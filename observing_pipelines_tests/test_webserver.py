@@ -35,7 +35,13 @@ from observing_pipelines_tests.private_postgres import (
     pgserver_bin_dir,
     private_cluster,
 )
-from observing_pipelines_tests.services import free_port, kill_container, wait_for
+from observing_pipelines_tests.services import (
+    alive,
+    free_port,
+    kill_container,
+    process_tree,
+    wait_for,
+)
 
 LAUNCH = (
     'mutation { launchRun(executionParams: {selector: {jobName: "resolve_taxa", '
@@ -225,3 +231,15 @@ def test_the_first_request_after_the_connections_drop_succeeds(webserver, cluste
     answer = webserver.graphql("{ runsOrError { __typename } }")
     assert answer.status_code == 200, answer.text
     assert answer.json()["data"]["runsOrError"]["__typename"] == "Runs"
+
+
+def test_sigterm_stops_the_webserver_inside_cloud_runs_grace_period(tmp_path, cluster):
+    """Cloud Run sends SIGTERM, then SIGKILL 10 s later: the command, its webserver and the
+    code server it started must all be gone before that, and say so with exit code 0."""
+    server = Webserver(tmp_path, cluster.url("observing"))
+    group = process_tree(server.process.pid)
+    stopped = time.monotonic()
+    server.process.terminate()
+    assert server.process.wait(timeout=10) == 0
+    assert time.monotonic() - stopped < 10
+    wait_for(lambda: not any(alive(pid) for pid in group), 5, "the webserver's processes")
