@@ -123,3 +123,20 @@ def private_cluster(bin_dir: Path, settings: Mapping[str, str]) -> Iterator[Priv
             check=False,
         )
         shutil.rmtree(root, ignore_errors=True)
+
+
+@contextmanager
+def migrated_private_cluster(database: str) -> Iterator[PrivateCluster]:
+    """A private cluster from pgserver's binaries holding `database`, migrated as `dev` does
+    (app mirror included); the test is skipped where pgserver is not installed."""
+    import pytest
+
+    from observing_pipelines.db import migrate
+
+    bin_dir = pgserver_bin_dir()
+    if bin_dir is None:
+        pytest.skip("pgserver is not installed")
+    with private_cluster(bin_dir, QUICK_AND_LOOSE) as cluster:
+        cluster.admin(f"CREATE DATABASE {database}")
+        migrate.upgrade_all(cluster.url(database), app_mirror=True)
+        yield cluster

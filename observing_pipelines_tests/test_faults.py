@@ -43,7 +43,7 @@ from pytest_httpserver import HTTPServer
 from observing_pipelines.clients.gbif import GbifClient
 from observing_pipelines.clients.http import HttpPolicy, PoliteHttpClient
 from observing_pipelines.clients.wikidata import WikidataClient
-from observing_pipelines.db import app_tables, migrate
+from observing_pipelines.db import app_tables
 from observing_pipelines.db.app_tables import NewIdentification
 from observing_pipelines.db.connection import APPLICATION_NAME, redact
 from observing_pipelines.jobs.common import cloud_logging_logger
@@ -57,12 +57,7 @@ from observing_pipelines.taxa.resolve import PassReport, ResolveOptions, TaxaRes
 from observing_pipelines_tests import fakes
 from observing_pipelines_tests.cloud_sql import copy_of
 from observing_pipelines_tests.conftest import PROJECT_ROOT, TEST_POLICY
-from observing_pipelines_tests.private_postgres import (
-    QUICK_AND_LOOSE,
-    PrivateCluster,
-    pgserver_bin_dir,
-)
-from observing_pipelines_tests.private_postgres import private_cluster as start_private_cluster
+from observing_pipelines_tests.private_postgres import PrivateCluster, migrated_private_cluster
 from observing_pipelines_tests.test_resolve_taxa import identify, keys, outcome
 
 CLI = Path(sys.executable).with_name("observing-pipelines")
@@ -484,12 +479,7 @@ def test_a_run_killed_mid_pass_keeps_whole_batches_and_the_next_pass_asks_only_t
 @pytest.fixture(scope="module")
 def private_cluster() -> Iterator[PrivateCluster]:
     """A server of our own to restart, with one migrated template database."""
-    bin_dir = pgserver_bin_dir()
-    if bin_dir is None:
-        pytest.skip("pgserver is not installed")
-    with start_private_cluster(bin_dir, QUICK_AND_LOOSE) as cluster:
-        cluster.admin("CREATE DATABASE op_template")
-        migrate.upgrade_all(cluster.url("op_template"), app_mirror=True)
+    with migrated_private_cluster("op_template") as cluster:
         yield cluster
 
 

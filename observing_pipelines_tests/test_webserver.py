@@ -26,15 +26,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from observing_pipelines.db import migrate
 from observing_pipelines_tests.cloud_sql import rows
 from observing_pipelines_tests.conftest import PROJECT_ROOT
-from observing_pipelines_tests.private_postgres import (
-    QUICK_AND_LOOSE,
-    PrivateCluster,
-    pgserver_bin_dir,
-    private_cluster,
-)
+from observing_pipelines_tests.private_postgres import PrivateCluster, migrated_private_cluster
 from observing_pipelines_tests.services import (
     alive,
     free_port,
@@ -96,12 +90,7 @@ class Webserver:
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[PrivateCluster]:
-    bin_dir = pgserver_bin_dir()
-    if bin_dir is None:
-        pytest.skip("pgserver is not installed")
-    with private_cluster(bin_dir, QUICK_AND_LOOSE) as running:
-        running.admin("CREATE DATABASE observing")
-        migrate.upgrade_all(running.url("observing"), app_mirror=True)
+    with migrated_private_cluster("observing") as running:
         yield running
 
 
