@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import IO, Any
 
 from observing_pipelines.logging_json import cloud_logging_line, known_secrets, scrub
@@ -71,6 +72,7 @@ class Entry:
                 return scrub(self.ready, secrets)
             record = json.loads(self.ready)
             record["message"] = f"{record.get('message', '')}{suffix}"
+            record["time"] = datetime.now(UTC).isoformat()  # the summary's own time
             return scrub(json.dumps(record), secrets)
         severity = "ERROR" if self.has_traceback and _RANKS[self.severity] < 40 else self.severity
         return cloud_logging_line(

@@ -61,6 +61,9 @@ LAUNCH_ARGUMENTS = {
 """Dagster's GraphQL mutations that start runs, and the argument carrying their run config."""
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 HEALTH_TIMEOUT_SECONDS = 4.0
+GRAPHQL_AT_ONCE = 4
+"""GraphQL requests Dagster serves at once: half the storage pool's 8 connections (dagster.yaml
+`connection_pool`), as one request can hold two at a time (`RequestGate`)."""
 STATEMENT_TIMEOUT_MS = 15_000
 
 
@@ -139,6 +142,34 @@ def _operations(query: str, operation_name: str | None) -> set[str]:
     operations = [d for d in document.definitions if isinstance(d, graphql.OperationDefinitionNode)]
     named = [o for o in operations if o.name is not None and o.name.value == operation_name]
     return {o.operation.value for o in (named or operations)}
+
+
+class RequestGate:
+    """ASGI middleware letting at most `limit` GraphQL requests reach Dagster at once; the
+    others wait their turn.
+
+    Dagster serves each GraphQL request in a thread of its own (up to 40), and one request can
+    hold two of the storage pool's connections at once (a storage call inside another). The
+    pool is bounded, since the app's Cloud SQL instance is shared; without a gate, a burst of
+    launches leaves every thread holding one connection and waiting for a second, and nothing
+    moves until the pool's 30 s timeout fails them all. WebSockets are left alone: they live
+    long and read through Dagster's own event watcher.
+    """
+
+    def __init__(self, app: App, limit: int, path_prefix: str = "") -> None:
+        self.app = app
+        self.limit = limit
+        self.graphql_path = f"{path_prefix}/graphql"
+        self._semaphore: asyncio.Semaphore | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] != self.graphql_path:
+            await self.app(scope, receive, send)
+            return
+        if self._semaphore is None:  # made in the server's event loop
+            self._semaphore = asyncio.Semaphore(self.limit)
+        async with self._semaphore:
+            await self.app(scope, receive, send)
 
 
 class LaunchGuard:
@@ -322,7 +353,7 @@ def main(argv: list[str] | None = None) -> None:
             dagster_app = create_app_from_workspace_process_context(context, args.path_prefix)
             app = CrossSiteGuard(
                 LaunchGuard(
-                    dagster_app,
+                    RequestGate(dagster_app, GRAPHQL_AT_ONCE, args.path_prefix),
                     lambda run_config: check_run_config(run_config, classes),
                     args.path_prefix,
                 ),

@@ -127,45 +127,62 @@ def server_version(url: str) -> int:
 
 def prepare_cluster(superuser_url: str, shape: Shape) -> None:
     """The cluster-wide part of a shape: the admin and, in production, the app's runtime roles,
-    with no membership of the admin in them."""
+    the admin holding none of their privileges (on 16+: their ADMIN OPTION only). Changes
+    nothing where the cluster already is so: test sessions running side by side share it."""
     pg16 = server_version(superuser_url) >= 160000
-    run_sql(
-        superuser_url,
-        f"""
-        DO $$ BEGIN
-            IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{ADMIN}') THEN
-                CREATE ROLE {ADMIN} LOGIN CREATEROLE CREATEDB;
-            END IF;
-        END $$
-        """,
-        f"ALTER ROLE {ADMIN} LOGIN CREATEROLE CREATEDB NOSUPERUSER INHERIT",
-    )
     existing = {name for (name,) in rows(superuser_url, "SELECT rolname FROM pg_roles")}
+    if ADMIN not in existing:
+        run_sql(superuser_url, f"CREATE ROLE {ADMIN} LOGIN CREATEROLE CREATEDB")
     if shape is Shape.APP_CI:
         assert not existing & set(APP_RUNTIME_ROLES), "APP_CI needs a cluster without app roles"
-        managed: tuple[str, ...] = ()
-    else:
-        for role in APP_RUNTIME_ROLES:
-            if role not in existing:
-                run_sql(superuser_url, f"CREATE ROLE {role} LOGIN")
-        managed = APP_RUNTIME_ROLES
-    if JOBS_ROLE in existing:
-        managed += (JOBS_ROLE,)  # made by an earlier migrate, maybe as a superuser
-    for role in managed:
-        grantors = rows(
+        return
+    for role in APP_RUNTIME_ROLES:
+        if role not in existing:
+            run_sql(superuser_url, f"CREATE ROLE {role} LOGIN")
+        grants = rows(
             superuser_url,
-            "SELECT g.rolname FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.grantor "
+            "SELECT g.rolname, (to_jsonb(m) ->> 'inherit_option')::boolean, "
+            "(to_jsonb(m) ->> 'set_option')::boolean, m.admin_option FROM pg_auth_members m "
+            "JOIN pg_roles g ON g.oid = m.grantor "
             "WHERE m.roleid = %s::regrole AND m.member = %s::regrole",
             (role, ADMIN),
         )
-        for (grantor,) in grantors:
-            granted_by = f" GRANTED BY {grantor}" if pg16 else ""
-            run_sql(superuser_url, f"REVOKE {role} FROM {ADMIN}{granted_by} CASCADE")
-        if pg16:
+        for grantor, inherits, sets, _ in grants:
+            if not pg16:
+                run_sql(superuser_url, f"REVOKE {role} FROM {ADMIN}")
+            elif inherits or sets:
+                run_sql(superuser_url, f"REVOKE {role} FROM {ADMIN} GRANTED BY {grantor} CASCADE")
+        if pg16 and not any(admin for *_, admin in grants):
             run_sql(
                 superuser_url,
                 f"GRANT {role} TO {ADMIN} WITH ADMIN OPTION, INHERIT FALSE, SET FALSE",
             )
+    if pg16 and JOBS_ROLE in existing:  # made by an earlier migrate, maybe as a superuser
+        (held,) = rows(
+            superuser_url,
+            "SELECT count(*) FROM pg_auth_members WHERE roleid = %s::regrole "
+            "AND member = %s::regrole AND admin_option",
+            (JOBS_ROLE, ADMIN),
+        )[0]
+        if not held:
+            run_sql(superuser_url, f"GRANT {JOBS_ROLE} TO {ADMIN} WITH ADMIN OPTION")
+
+
+CLUSTER_LOCK_KEY = 0x7461786100000F00
+
+
+@contextmanager
+def cluster_lock(superuser_url: str) -> Iterator[None]:
+    """Test sessions side by side (pytest-xdist's workers) take turns changing the cluster's
+    roles: a session-level advisory lock on the maintenance database, held while inside."""
+    conn = psycopg2.connect(superuser_url)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_advisory_lock(%s)", (CLUSTER_LOCK_KEY,))
+        yield
+    finally:
+        conn.close()
 
 
 def build_app_database(superuser_url: str, name: str, shape: Shape) -> str:
@@ -225,7 +242,11 @@ def catalog(url: str) -> dict[str, list[tuple[Any, ...]]]:
             "SELECT pg_get_userbyid(datdba), datacl::text FROM pg_database "
             "WHERE datname = current_database()",
         ),
-        "settings": rows(url, "SELECT setrole, setconfig::text FROM pg_db_role_setting ORDER BY 1"),
+        "settings": rows(
+            url,
+            "SELECT setrole, setconfig::text FROM pg_db_role_setting WHERE setdatabase = "
+            "(SELECT oid FROM pg_database WHERE datname = current_database()) ORDER BY 1",
+        ),
         "schemas": rows(
             url,
             "SELECT nspname, pg_get_userbyid(nspowner), nspacl::text FROM pg_namespace "

@@ -60,11 +60,12 @@ def template_database(server_url: str) -> Iterator[str]:
     """The app's database as production has it (`cloud_sql.Shape.PRODUCTION`: runtime roles
     made beforehand, the view owned by `ingester_runtime`), migrated by the Cloud SQL-shaped
     admin, who is no superuser. Each test gets a copy."""
-    cloud_sql.prepare_cluster(server_url, Shape.PRODUCTION)
     name = f"op_template_{uuid.uuid4().hex[:12]}"
     try:
-        admin_url = cloud_sql.build_app_database(server_url, name, Shape.PRODUCTION)
-        migrate.upgrade_all(admin_url, app_mirror=False)
+        with cloud_sql.cluster_lock(server_url):  # the roles are the cluster's, not the database's
+            cloud_sql.prepare_cluster(server_url, Shape.PRODUCTION)
+            admin_url = cloud_sql.build_app_database(server_url, name, Shape.PRODUCTION)
+            migrate.upgrade_all(admin_url, app_mirror=False)
         yield name
     finally:
         autocommit(server_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
