@@ -1,11 +1,12 @@
-"""The webserver the container runs: Dagster's UI and GraphQL API, behind two guards of ours.
+"""The webserver the container runs: Dagster's UI and GraphQL API, behind ASGI layers of ours.
 
 `observing-pipelines webserver` starts `python -m observing_pipelines.webserver` as its child
 (its output relayed as JSON, `supervisor.py`). It serves what `dagster-webserver` serves, built
 the way its CLI builds it, and adds:
 
-- `<prefix>/health`: 200 while the run storage answers, 503 while it does not. Dagster's
-  `/server_info` answers from memory, so a probe on it keeps a webserver that can serve nothing.
+- `HealthRoute`, `<prefix>/health`: 200 while the run storage answers, 503 while it does not.
+  Dagster's `/server_info` answers from memory, so a probe on it keeps a webserver that can
+  serve nothing.
 - `CrossSiteGuard`: Dagster's GraphQL endpoint runs a mutation sent as a GET query string or as
   a form post, and checks no origin (dagster-io/dagster has no CSRF protection). Behind IAP an
   operator's browser carries the session cookie everywhere, so any page they open could launch
@@ -14,8 +15,9 @@ the way its CLI builds it, and adds:
   a rule of `inputs.py` is refused with that rule's one-line reason before Dagster creates the
   run. Dagster's own config check knows types, not ranges: it would start a run that fails
   (`limit: 0`, a kingdom with a NUL byte) or one that does the wrong thing (`limit: -5`).
-- the instance's own bounded, pre-pinged connection pool (`db/dagster_storage.py`) instead of
-  the webserver's three unbounded ones.
+- `RequestGate`: at most `GRAPHQL_AT_ONCE` GraphQL requests at a time reach Dagster, which
+  keeps them within the instance's bounded, pre-pinged connection pool (`db/dagster_storage.py`,
+  used here instead of the webserver's three engines of up to 21 connections each).
 """
 
 from __future__ import annotations
@@ -67,24 +69,10 @@ GRAPHQL_AT_ONCE = 4
 STATEMENT_TIMEOUT_MS = 15_000
 
 
-class CrossSiteGuard:
-    """ASGI middleware refusing what a foreign page could make an operator's browser send:
+class HealthRoute:
+    """`<prefix>/health` answered by `health`; everything else passed to `app`."""
 
-    - a GraphQL mutation in a GET query string (`/graphql?query=mutation{...}`);
-    - a write (POST, PUT, PATCH, DELETE) whose body is not JSON, unless it carries
-      `X-Observing-Request` (form posts and `text/plain` need no CORS preflight);
-    - a write or a WebSocket whose `Origin` names another site than the request's `Host`.
-
-    Read-only requests, Dagster's own UI (JSON posts, same-origin WebSockets) and API clients
-    (`DagsterGraphQLClient` posts JSON) pass unchanged.
-    """
-
-    def __init__(
-        self,
-        app: App,
-        health: Callable[[], Awaitable[tuple[int, dict[str, str]]]],
-        path_prefix: str = "",
-    ) -> None:
+    def __init__(self, app: App, health: Health, path_prefix: str = "") -> None:
         self.app = app
         self.health = health
         self.health_path = f"{path_prefix}/health"
@@ -94,6 +82,26 @@ class CrossSiteGuard:
             status, body = await self.health()
             await _respond(send, status, body)
             return
+        await self.app(scope, receive, send)
+
+
+class CrossSiteGuard:
+    """ASGI middleware refusing what a foreign page could make an operator's browser send:
+
+    - a GraphQL mutation in a GET query string (`/graphql?query=mutation{...}`);
+    - a write (POST, PUT, PATCH, DELETE) whose body is not JSON, unless it carries
+      `X-Observing-Request` (form posts and `text/plain` need no CORS preflight);
+    - a write or a WebSocket whose `Origin` names another site than the request's `Host`, or
+      none (`Origin: null`: a sandboxed frame, a local file).
+
+    Read-only requests, Dagster's own UI (JSON posts, same-origin WebSockets) and API clients
+    (`DagsterGraphQLClient` posts JSON and sends no `Origin`) pass unchanged.
+    """
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] in ("http", "websocket"):
             refusal = _refusal(scope)
             if refusal is not None:
@@ -112,7 +120,7 @@ def _refusal(scope: Scope) -> str | None:
     method = scope.get("method", "GET")
     writes = scope["type"] == "websocket" or method not in SAFE_METHODS
     origin = headers.get("origin")
-    if writes and origin and origin != "null" and urlsplit(origin).netloc != headers.get("host"):
+    if writes and origin is not None and urlsplit(origin).netloc != headers.get("host"):
         return f"cross-site request from {origin}"
     if scope["type"] == "websocket":
         return None
@@ -351,11 +359,13 @@ def main(argv: list[str] | None = None) -> None:
 
             classes = config_classes(defs.assets)
             dagster_app = create_app_from_workspace_process_context(context, args.path_prefix)
-            app = CrossSiteGuard(
-                LaunchGuard(
-                    RequestGate(dagster_app, GRAPHQL_AT_ONCE, args.path_prefix),
-                    lambda run_config: check_run_config(run_config, classes),
-                    args.path_prefix,
+            app = HealthRoute(
+                CrossSiteGuard(
+                    LaunchGuard(
+                        RequestGate(dagster_app, GRAPHQL_AT_ONCE, args.path_prefix),
+                        lambda run_config: check_run_config(run_config, classes),
+                        args.path_prefix,
+                    )
                 ),
                 storage_health(lambda: instance.get_run_records(limit=1)),
                 args.path_prefix,

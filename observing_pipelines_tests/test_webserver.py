@@ -179,6 +179,7 @@ def websocket_handshake(base: str, origin: str) -> int:
 def test_a_websocket_from_a_foreign_page_is_refused(webserver):
     assert websocket_handshake(webserver.base, webserver.base) == 101
     assert websocket_handshake(webserver.base, "https://evil.example") == 403
+    assert websocket_handshake(webserver.base, "null") == 403  # a sandboxed frame
 
 
 def test_the_read_only_webserver_launches_nothing(tmp_path, cluster):
