@@ -39,6 +39,7 @@ from observing_pipelines.db.connection import (
 from observing_pipelines.logging_json import json_logging, known_secrets, scrub
 from observing_pipelines.settings import GraphqlSettings, Settings, SettingsError
 from observing_pipelines.supervisor import LeaderLock, supervise
+from observing_pipelines.text import storable
 
 log = logging.getLogger("observing_pipelines.cli")
 
@@ -391,7 +392,7 @@ def _launch_failure(error: Exception, graphql: GraphqlSettings) -> str:
 
 
 def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split())[:300]
+    return storable(str(error), 300)
 
 
 def _stop_db(args: argparse.Namespace, settings: Settings) -> int:

@@ -211,25 +211,24 @@ def relay_process_logs(
     grouper = Grouper(process)
     repeats = RepeatFilter(window, clock)
 
-    def emit(entries: Iterable[Entry]) -> None:
-        for entry in entries:
-            for printed, suffix in repeats.admit(entry):
-                out.write(printed.render(secrets, suffix) + "\n")
+    def write(printed: Iterable[tuple[Entry, str]]) -> None:
+        for entry, suffix in printed:
+            out.write(entry.render(secrets, suffix) + "\n")
         out.flush()
+
+    def emit(entries: Iterable[Entry]) -> None:
+        write(admitted for entry in entries for admitted in repeats.admit(entry))
 
     for line in _with_pauses(lines, idle):
         if line is None:  # a pause: the record in progress is complete
             emit(grouper.flush())
-            for printed, suffix in repeats.expire():
-                out.write(printed.render(secrets, suffix) + "\n")
+            write(repeats.expire())
             continue
         text = line.rstrip("\n")
         if text.strip():
             emit(grouper.feed(text))
     emit(grouper.flush())
-    for printed, suffix in repeats.expire(everything=True):
-        out.write(printed.render(secrets, suffix) + "\n")
-    out.flush()
+    write(repeats.expire(everything=True))
 
 
 def _with_pauses(lines: Iterable[str], idle: float) -> Iterator[str | None]:

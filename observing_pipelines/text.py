@@ -13,7 +13,7 @@ runs of whitespace (for one-line fields) and cuts the result at `limit` characte
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 MAX_FIELD = 2000
@@ -44,6 +44,11 @@ def storable_or_none(value: object, limit: int = MAX_FIELD) -> str | None:
     if not isinstance(value, str):
         return None
     return storable(value, limit) or None
+
+
+def storable_row(values: Iterable[Any]) -> tuple[Any, ...]:
+    """A row of values to write, every string in it storable, the other values as they are."""
+    return tuple(storable(value) if isinstance(value, str) else value for value in values)
 
 
 def storable_json(value: Any) -> Any:

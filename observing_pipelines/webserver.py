@@ -141,15 +141,23 @@ def _refusal(scope: Scope) -> str | None:
 
 
 def _operations(query: str, operation_name: str | None) -> set[str]:
-    """The operation types ("query", "mutation", "subscription") a GraphQL document would run;
-    none for a document that does not parse (Dagster answers it with an error)."""
+    """The operation types ("query", "mutation", "subscription") a GraphQL document would run."""
+    return {operation.operation.value for operation in _operations_run(query, operation_name)}
+
+
+def _operations_run(
+    query: str, operation_name: str | None
+) -> list[graphql.OperationDefinitionNode]:
+    """The operations of a GraphQL document that could run: the one `operation_name` names, or
+    every one when it names none of them (so nothing escapes a check); none for a document that
+    does not parse (Dagster answers it with an error)."""
     try:
         document = graphql.parse(query)
     except graphql.GraphQLError:
-        return set()
+        return []
     operations = [d for d in document.definitions if isinstance(d, graphql.OperationDefinitionNode)]
     named = [o for o in operations if o.name is not None and o.name.value == operation_name]
-    return {o.operation.value for o in (named or operations)}
+    return named or operations
 
 
 class RequestGate:
@@ -250,32 +258,17 @@ class LaunchGuard:
 def _launched_run_configs(
     query: str, operation_name: str | None, variables: dict[str, Any]
 ) -> list[Mapping[str, Any]]:
-    """The run configs the launch mutations of this GraphQL document would start runs with."""
-    try:
-        document = graphql.parse(query)
-    except graphql.GraphQLError:
-        return []
+    """The run configs the launch mutations (`LAUNCH_ARGUMENTS`) of this GraphQL document
+    would start runs with."""
     return [
         run_config
-        for field in _launch_fields(document, operation_name)
+        for operation in _operations_run(query, operation_name)
+        if operation.operation == graphql.OperationType.MUTATION
+        for field in operation.selection_set.selections
+        if isinstance(field, graphql.FieldNode) and field.name.value in LAUNCH_ARGUMENTS
         for argument in field.arguments
         if argument.name.value == LAUNCH_ARGUMENTS[field.name.value]
         for run_config in _run_configs(graphql.value_from_ast_untyped(argument.value, variables))
-    ]
-
-
-def _launch_fields(
-    document: graphql.DocumentNode, operation_name: str | None
-) -> list[graphql.FieldNode]:
-    """The launch mutations (`LAUNCH_ARGUMENTS`) of the mutation operations that would run."""
-    return [
-        selection
-        for definition in document.definitions
-        if isinstance(definition, graphql.OperationDefinitionNode)
-        and definition.operation == graphql.OperationType.MUTATION
-        and (not operation_name or (definition.name and definition.name.value == operation_name))
-        for selection in definition.selection_set.selections
-        if isinstance(selection, graphql.FieldNode) and selection.name.value in LAUNCH_ARGUMENTS
     ]
 
 
@@ -311,9 +304,7 @@ async def _respond(send: Send, status: int, body: Mapping[str, object]) -> None:
     await send({"type": "http.response.body", "body": payload})
 
 
-def storage_health(
-    check: Callable[[], object],
-) -> Callable[[], Awaitable[tuple[int, dict[str, str]]]]:
+def storage_health(check: Callable[[], object]) -> Health:
     """A health answer from `check` (a storage read) run off the event loop, bounded in time:
     a probe must answer before Cloud Run gives up on it, whatever the database does."""
 

@@ -49,7 +49,7 @@ def strip_html(value: str | None) -> str | None:
     parser = _TextOnly()
     parser.feed(value)
     parser.close()
-    return storable_or_none(" ".join("".join(parser.parts).split()))
+    return storable_or_none("".join(parser.parts))
 
 
 def file_title(file_name: str) -> str:
@@ -59,7 +59,7 @@ def file_title(file_name: str) -> str:
 def _meta(extmetadata: dict[str, Any], key: str) -> str | None:
     entry = extmetadata.get(key)
     value = entry.get("value") if isinstance(entry, dict) else None
-    return storable_or_none(value) if isinstance(value, str) else None
+    return storable_or_none(value)
 
 
 def parse_imageinfo(body: Any) -> dict[str, CommonsImage]:

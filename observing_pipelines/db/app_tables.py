@@ -18,7 +18,7 @@ from psycopg2.extensions import connection as Connection
 from psycopg2.extensions import cursor as Cursor
 from psycopg2.extras import execute_values
 
-from observing_pipelines.text import storable
+from observing_pipelines.text import storable_row
 
 # Serialises our writers (overlapping runs, the CLI next to a scheduled run), so two passes never
 # deadlock on the same taxa or identification rows. Transaction-scoped: released at commit.
@@ -212,10 +212,7 @@ def upsert_taxa(conn: Connection, rows: Iterable[TaxonRow]) -> int:
             ON CONFLICT (taxon_key) DO UPDATE SET {_TAXA_UPDATE_SQL},
                 fetched_at = now(), source = 'gbif'
             """,
-            [
-                tuple(storable(v) if isinstance(v, str) else v for v in astuple(by_key[key]))
-                for key in sorted(by_key)
-            ],
+            [storable_row(astuple(by_key[key])) for key in sorted(by_key)],
             template=f"({', '.join(['%s'] * len(_TAXA_COLUMNS))}, now(), 'gbif')",
             page_size=500,
         )

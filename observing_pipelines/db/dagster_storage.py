@@ -108,7 +108,8 @@ class _PooledStorage:
     postgres_url: str
     pool: ConnectionPool | None
 
-    def _use_pool(self, pool: ConnectionPool | None) -> None:
+    def __init__(self, postgres_url: str, autocreate: bool, pool: ConnectionPool | None) -> None:
+        super().__init__(postgres_url, autocreate)  # type: ignore[call-arg]  # the storage's own
         self.pool = pool
         if pool is not None:
             # The storages read `_engine` for every call (pinned dagster-postgres 0.29.27).
@@ -127,21 +128,15 @@ class _PooledStorage:
 
 
 class _RunStorage(_PooledStorage, PostgresRunStorage):
-    def __init__(self, postgres_url: str, autocreate: bool, pool: ConnectionPool | None) -> None:
-        super().__init__(postgres_url, autocreate)
-        self._use_pool(pool)
+    pass
 
 
 class _EventLogStorage(_PooledStorage, PostgresEventLogStorage):
-    def __init__(self, postgres_url: str, autocreate: bool, pool: ConnectionPool | None) -> None:
-        super().__init__(postgres_url, autocreate)
-        self._use_pool(pool)
+    pass
 
 
 class _ScheduleStorage(_PooledStorage, PostgresScheduleStorage):
-    def __init__(self, postgres_url: str, autocreate: bool, pool: ConnectionPool | None) -> None:
-        super().__init__(postgres_url, autocreate)
-        self._use_pool(pool)
+    pass
 
 
 class AppDatabaseDagsterStorage(DagsterPostgresStorage):

@@ -30,6 +30,7 @@ from sqlalchemy.exc import DBAPIError
 from observing_pipelines.db import roles
 from observing_pipelines.db.connection import connect, sqlalchemy_url, with_session_options
 from observing_pipelines.db.dagster_storage import AppDatabaseDagsterStorage, dagster_storage_url
+from observing_pipelines.text import storable
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 MAX_STATEMENT_SHOWN = 300
@@ -42,10 +43,7 @@ class MigrationFailed(Exception):
     def __init__(self, step: str, reason: str, statement: str | None) -> None:
         line = f'migrate stopped at step "{step}": {reason}'
         if statement:
-            shown = " ".join(statement.split())
-            if len(shown) > MAX_STATEMENT_SHOWN:
-                shown = shown[: MAX_STATEMENT_SHOWN - 3] + "..."
-            line += f"; statement: {shown}"
+            line += f"; statement: {storable(statement, MAX_STATEMENT_SHOWN)}"
         super().__init__(line)
         self.step = step
 

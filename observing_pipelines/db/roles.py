@@ -78,12 +78,17 @@ class RefreshFunction:
     public_may_execute: bool
     jobs_may_execute: bool
 
+    @property
+    def defined_as_wanted(self) -> bool:
+        """Its definition is ours: a definer function, a fixed search_path, our body."""
+        return (
+            self.security_definer and self.config == _REFRESH_CONFIG and self.body == _REFRESH_BODY
+        )
+
     def as_wanted_for(self, view_owner: str) -> bool:
         return (
-            self.owner == view_owner
-            and self.security_definer
-            and self.config == _REFRESH_CONFIG
-            and self.body == _REFRESH_BODY
+            self.defined_as_wanted
+            and self.owner == view_owner
             and not self.public_may_execute
             and self.jobs_may_execute
         )
@@ -110,6 +115,9 @@ class RoleWork:
         self.cur.execute(query, params or None)
         row = self.cur.fetchone()
         return row[0] if row else None
+
+    def role_exists(self, role: str) -> bool:
+        return bool(self.value("SELECT EXISTS (SELECT FROM pg_roles WHERE rolname = %s)", (role,)))
 
     def can_act_as(self, role: str) -> bool:
         """Whether the current user holds `role`'s privileges and may hand objects to it
@@ -159,9 +167,7 @@ def grant_app_reads(conn: Connection) -> list[str]:
     """The app's reader may read the results it shows (run as `jobs_runtime`, their owner)."""
     with conn, conn.cursor() as cur:
         work = RoleWork(cur)
-        if not work.value(
-            "SELECT EXISTS (SELECT FROM pg_roles WHERE rolname = %s)", (APP_READER_ROLE,)
-        ):
+        if not work.role_exists(APP_READER_ROLE):
             return work.done
         reader = sql.Identifier(APP_READER_ROLE)
         if not work.value(
@@ -185,7 +191,7 @@ def _jobs_role(work: RoleWork, password: str | None) -> None:
     """The role the services connect as, created in SQL: a Cloud SQL built-in user would be
     made a member of `cloudsqlsuperuser`, which holds every table privilege."""
     jobs = sql.Identifier(JOBS_ROLE)
-    if not work.value("SELECT EXISTS (SELECT FROM pg_roles WHERE rolname = %s)", (JOBS_ROLE,)):
+    if not work.role_exists(JOBS_ROLE):
         work.run(sql.SQL("CREATE ROLE {} LOGIN").format(jobs))
     if password:
         # A SCRAM verifier made here: the password itself never reaches the server's logs.
@@ -338,11 +344,7 @@ def _make_refresh_function(
     work: RoleWork, function: RefreshFunction | None, view_owner: str
 ) -> None:
     name = sql.SQL(_REFRESH_SIGNATURE)
-    if function is None or (function.security_definer, function.config, function.body) != (
-        True,
-        _REFRESH_CONFIG,
-        _REFRESH_BODY,
-    ):
+    if function is None or not function.defined_as_wanted:
         work.run(
             sql.SQL(
                 "CREATE OR REPLACE FUNCTION {}() RETURNS void LANGUAGE plpgsql SECURITY DEFINER "

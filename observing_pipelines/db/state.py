@@ -21,7 +21,7 @@ from psycopg2 import sql
 from psycopg2.extensions import connection as Connection
 from psycopg2.extras import Json, execute_values
 
-from observing_pipelines.text import MAX_ERROR, MAX_FIELD, storable, storable_json
+from observing_pipelines.text import MAX_ERROR, MAX_FIELD, storable, storable_json, storable_row
 
 SubjectKind = Literal["name", "taxon_id"]
 Outcome = Literal["resolved", "not_found", "rejected", "invalid", "error"]
@@ -249,10 +249,7 @@ def save_results(conn: Connection, rows: Sequence[tuple[ResultRow, timedelta]]) 
         execute_values(
             cur,
             query.as_string(cur),
-            [
-                (*(_optional_text(v) if isinstance(v, str) else v for v in astuple(row)), delay)
-                for row, delay in ordered
-            ],
+            [(*storable_row(astuple(row)), delay) for row, delay in ordered],
             template=f"({', '.join(['%s'] * len(names))}, now(), now() + %s)",
         )
 
