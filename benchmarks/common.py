@@ -34,9 +34,9 @@ from dagster_graphql import DagsterGraphQLClient
 from pytest_httpserver import HTTPServer
 
 from observing_pipelines.db import migrate
-from observing_pipelines_tests.cloud_sql import autocommit, with_database
+from observing_pipelines_tests.cloud_sql import new_database
 from observing_pipelines_tests.fakes import HELIANTHUS_LINEAGE, FakeGbif, PacedGbif, match_body
-from observing_pipelines_tests.services import free_port
+from observing_pipelines_tests.services import dagster_env, free_port
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 FINISHED = frozenset(
@@ -88,15 +88,9 @@ def server_url() -> str:
 def scratch_database(server: str | None = None, *, prefix: str = "op_bench") -> Iterator[str]:
     """A fresh database migrated like `observing-pipelines migrate --app-mirror`, dropped at exit
     even if connections are still open."""
-    server = server or server_url()
-    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    autocommit(server, f"CREATE DATABASE {name}")
-    try:
-        url = with_database(server, name)
+    with new_database(server or server_url(), prefix=prefix) as url:
         migrate.upgrade_all(url, app_mirror=True)
         yield url
-    finally:
-        autocommit(server, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 _INSERT_IDENTIFICATIONS = """
@@ -287,23 +281,6 @@ def _walk(process: psutil.Process, inherited: str) -> Iterator[tuple[psutil.Proc
         yield from _walk(child, role)
 
 
-def _service_env(
-    db_url: str, home: Path, port: int, extra: Mapping[str, str] | None
-) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DB_", "DAGSTER_"))}
-    return (
-        env
-        | {
-            "DATABASE_URL": db_url,
-            "DAGSTER_HOME": str(home),
-            "DAGSTER_WORKSPACE": str(PROJECT_ROOT / "workspace.yaml"),
-            "PORT": str(port),
-            "DAGSTER_GRAPHQL_PORT": str(port),
-        }
-        | dict(extra or {})
-    )
-
-
 @contextmanager
 def dagster_services(
     db_url: str,
@@ -320,7 +297,9 @@ def dagster_services(
     home.mkdir(parents=True, exist_ok=True)
     (home / "dagster.yaml").write_text(yaml.safe_dump(instance))
     port = free_port()
-    service_env = _service_env(db_url, home, port, env)
+    service_env = dagster_env(
+        db_url, home, {"PORT": str(port), "DAGSTER_GRAPHQL_PORT": str(port), **(env or {})}
+    )
     cli = str(Path(sys.executable).with_name("observing-pipelines"))
     logs = {service: workdir / f"{service}.log" for service in SERVICES}
     started = time.time()

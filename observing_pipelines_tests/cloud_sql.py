@@ -52,6 +52,10 @@ def with_database(url: str, name: str) -> str:
     return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
 
 
+def database_name(url: str) -> str:
+    return urlsplit(url).path.lstrip("/")
+
+
 def autocommit(url: str, statement: str) -> None:
     """One statement outside a transaction (CREATE DATABASE, DROP DATABASE)."""
     conn = psycopg2.connect(url)
@@ -64,14 +68,30 @@ def autocommit(url: str, statement: str) -> None:
 
 
 @contextmanager
+def new_database(
+    server_url: str,
+    *,
+    prefix: str = "op_test",
+    owner: str | None = None,
+    template: str | None = None,
+) -> Iterator[str]:
+    """A new database on `server_url`'s server, dropped at exit even with connections still
+    open; yields its URL as `server_url`'s user."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    options = (f" TEMPLATE {template}" if template else "") + (f" OWNER {owner}" if owner else "")
+    autocommit(server_url, f"CREATE DATABASE {name}{options}")
+    try:
+        yield with_database(server_url, name)
+    finally:
+        autocommit(server_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@contextmanager
 def copy_of(server_url: str, template: str, *, owner: str | None = None) -> Iterator[str]:
     """A fresh copy of database `template` (made in a fraction of a second), dropped at exit;
     yields its URL as `server_url`'s user. The template's own settings (the app's
     `search_path`) are copied too: `CREATE DATABASE ... TEMPLATE` leaves them behind."""
-    name = f"op_test_{uuid.uuid4().hex[:12]}"
-    owned_by = f" OWNER {owner}" if owner else ""
-    autocommit(server_url, f"CREATE DATABASE {name} TEMPLATE {template}{owned_by}")
-    try:
+    with new_database(server_url, owner=owner, template=template) as url:
         for (setting,) in rows(
             server_url,
             "SELECT unnest(s.setconfig) FROM pg_db_role_setting s "
@@ -79,10 +99,8 @@ def copy_of(server_url: str, template: str, *, owner: str | None = None) -> Iter
             (template,),
         ):
             key, _, value = setting.partition("=")
-            autocommit(server_url, f"ALTER DATABASE {name} SET {key} = {value}")
-        yield with_database(server_url, name)
-    finally:
-        autocommit(server_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+            autocommit(server_url, f"ALTER DATABASE {database_name(url)} SET {key} = {value}")
+        yield url
 
 
 def as_user(url: str, user: str) -> str:
@@ -119,6 +137,12 @@ def relations(url: str, schema: str) -> set[str]:
             (schema,),
         )
     }
+
+
+def postgis_available(url: str) -> bool:
+    """Whether PostGIS is installed on the server (the mirror then makes `location` a
+    geography, with its GiST index)."""
+    return bool(rows(url, "SELECT 1 FROM pg_available_extensions WHERE name = 'postgis'"))
 
 
 def server_version(url: str) -> int:
@@ -191,7 +215,7 @@ def build_app_database(superuser_url: str, name: str, shape: Shape) -> str:
     autocommit(superuser_url, f"CREATE DATABASE {name} OWNER {ADMIN}")
     database = with_database(superuser_url, name)
     admin_url = as_user(database, ADMIN)
-    if rows(database, "SELECT 1 FROM pg_available_extensions WHERE name = 'postgis'"):
+    if postgis_available(database):
         run_sql(database, "CREATE EXTENSION IF NOT EXISTS postgis")  # the app has it already
     migrate.upgrade_app_mirror(admin_url)
     # The mirror's Alembic ledger stands in for the app's own; production has no `pipelines`

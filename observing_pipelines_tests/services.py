@@ -23,7 +23,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +54,22 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def dagster_env(db_url: str, home: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of a command of ours or of Dagster's, as its container has it: this
+    process's, without its database and Dagster settings, then `db_url`, the Dagster home and
+    the project's workspace, then `extra`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DB_", "DAGSTER_"))}
+    return (
+        env
+        | {
+            "DATABASE_URL": db_url,
+            "DAGSTER_HOME": str(home),
+            "DAGSTER_WORKSPACE": str(PROJECT_ROOT / "workspace.yaml"),
+        }
+        | dict(extra or {})
+    )
 
 
 def fetch(
@@ -113,15 +129,16 @@ class Services:
         self.db_url = db_url
         self.tmp = tmp
         self.isolate = isolate
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("DB_", "DAGSTER_"))}
-        self.env |= apis | {
-            "DATABASE_URL": as_user(db_url, JOBS_ROLE),
-            "DAGSTER_HOME": str(home),
-            "DAGSTER_WORKSPACE": str(PROJECT_ROOT / "workspace.yaml"),
-            "PORT": str(self.port),
-            "DAGSTER_GRAPHQL_PORT": str(self.port),
-            "HTTP_MAX_ATTEMPTS": "3",
-        }
+        self.env = dagster_env(
+            as_user(db_url, JOBS_ROLE),
+            home,
+            apis
+            | {
+                "PORT": str(self.port),
+                "DAGSTER_GRAPHQL_PORT": str(self.port),
+                "HTTP_MAX_ATTEMPTS": "3",
+            },
+        )
         self.cli = str(Path(sys.executable).with_name("observing-pipelines"))
         self.logs = {name: tmp / f"{name}.log" for name in SERVICES}
         self.processes = [self._launch(name, "w") for name in SERVICES]

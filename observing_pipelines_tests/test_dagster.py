@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -16,6 +15,7 @@ from observing_pipelines.resources import AppDatabaseResource, GbifResource, Wik
 from observing_pipelines_tests import fakes
 from observing_pipelines_tests.cloud_sql import relations
 from observing_pipelines_tests.conftest import PROJECT_ROOT
+from observing_pipelines_tests.services import dagster_env
 from observing_pipelines_tests.test_resolve_taxa import identify, keys
 
 
@@ -140,7 +140,7 @@ def test_asset_materializes_with_run_metadata(
 
 
 def test_dagster_job_execute_against_a_postgres_instance(
-    tmp_path, conn, db_url, fake_gbif, gbif_server, wikidata_server
+    tmp_path, conn, db_url, jobs_url, fake_gbif, gbif_server, wikidata_server
 ):
     fake_gbif.add_name(
         "Helianthus annuus",
@@ -148,13 +148,14 @@ def test_dagster_job_execute_against_a_postgres_instance(
     )
     uris = identify(conn, ("Helianthus annuus", "Plantae"))
     shutil.copy(PROJECT_ROOT / "dagster.yaml", tmp_path / "dagster.yaml")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DB_", "DAGSTER_"))}
-    env |= {
-        "DAGSTER_HOME": str(tmp_path),
-        "DATABASE_URL": db_url,
-        "GBIF_BASE_URL": gbif_server.url_for(""),
-        "WIKIDATA_SPARQL_URL": wikidata_server.url_for("/sparql"),
-    }
+    env = dagster_env(
+        jobs_url,  # as production runs it
+        tmp_path,
+        {
+            "GBIF_BASE_URL": gbif_server.url_for(""),
+            "WIKIDATA_SPARQL_URL": wikidata_server.url_for("/sparql"),
+        },
+    )
     completed = subprocess.run(
         [
             sys.executable,

@@ -31,7 +31,6 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import dagster as dg
 import psycopg2
@@ -46,6 +45,7 @@ from observing_pipelines.clients.wikidata import WikidataClient
 from observing_pipelines.db import app_tables
 from observing_pipelines.db.app_tables import NewIdentification
 from observing_pipelines.db.connection import APPLICATION_NAME, redact
+from observing_pipelines.db.roles import JOBS_ROLE
 from observing_pipelines.jobs.common import cloud_logging_logger
 from observing_pipelines.jobs.resolve_taxa import (
     identification_taxa,
@@ -55,9 +55,10 @@ from observing_pipelines.jobs.resolve_taxa import (
 from observing_pipelines.resources import AppDatabaseResource, GbifResource, WikidataResource
 from observing_pipelines.taxa.resolve import PassReport, ResolveOptions, TaxaResolver
 from observing_pipelines_tests import fakes
-from observing_pipelines_tests.cloud_sql import copy_of
+from observing_pipelines_tests.cloud_sql import as_user, copy_of, database_name
 from observing_pipelines_tests.conftest import PROJECT_ROOT, TEST_POLICY
 from observing_pipelines_tests.private_postgres import PrivateCluster, migrated_private_cluster
+from observing_pipelines_tests.services import dagster_env
 from observing_pipelines_tests.test_resolve_taxa import identify, keys, outcome
 
 CLI = Path(sys.executable).with_name("observing-pipelines")
@@ -507,7 +508,7 @@ def test_postgres_restarted_mid_pass_ends_the_cli_cleanly_and_the_next_pass_fini
     fake = fakes.PacedGbif(gbif_server, delay=0.03)
     world.serve(fake)
     password = "restart-s3cret-pw"  # trust auth ignores it; it must never be printed
-    url = private_cluster.url(urlsplit(private_db_url).path.lstrip("/"), password)
+    url = private_cluster.url(database_name(private_db_url), password)
 
     env = cli_environment(url, gbif_server, wikidata_server)
     with resolve_taxa_process(tmp_path, env) as process:
@@ -555,15 +556,9 @@ def test_the_daemon_with_its_database_down_logs_each_error_once_not_once_a_line(
     home.mkdir()
     shutil.copy(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
     log_path = tmp_path / "daemon.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DB_", "DAGSTER_"))}
     daemon = subprocess.Popen(
         [str(CLI), "daemon"],
-        env=env
-        | {
-            "DATABASE_URL": private_db_url,
-            "DAGSTER_HOME": str(home),
-            "DAGSTER_WORKSPACE": str(PROJECT_ROOT / "workspace.yaml"),
-        },
+        env=dagster_env(as_user(private_db_url, JOBS_ROLE), home),
         stdout=log_path.open("w"),
         stderr=subprocess.STDOUT,
         start_new_session=True,

@@ -10,12 +10,13 @@ connections to the database are counted every 100 ms.
 from __future__ import annotations
 
 import itertools
+import time
 from concurrent.futures import ThreadPoolExecutor
-from urllib.parse import urlsplit
 
 import pytest
 from dagster_graphql import DagsterGraphQLClient
 
+from observing_pipelines_tests.cloud_sql import database_name
 from observing_pipelines_tests.services import (
     ConnectionSampler,
     services_on_a_copy,
@@ -38,9 +39,9 @@ def test_a_burst_of_50_launches_stays_within_20_connections(
             tmp_path, server_url, template_database, apis.env(), isolate=True
         ) as services,
     ):
-        database = urlsplit(services.db_url).path.lstrip("/")
+        database = database_name(services.db_url)
         with ConnectionSampler(server_url, database) as idle:
-            __import__("time").sleep(5)
+            time.sleep(5)
         jobs = list(itertools.islice(itertools.cycle(JOBS), BURST))
 
         def launch(job: str) -> str:

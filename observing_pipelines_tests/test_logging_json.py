@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
 import shutil
 import subprocess
 import sys
@@ -14,6 +13,7 @@ from pathlib import Path
 from observing_pipelines.log_relay import relay_process_logs
 from observing_pipelines.logging_json import CloudLoggingFormatter, known_secrets
 from observing_pipelines_tests.conftest import PROJECT_ROOT
+from observing_pipelines_tests.services import dagster_env
 
 
 def relay(*lines: str, environ=None) -> list[dict]:
@@ -146,17 +146,17 @@ def dagster_job_execute(tmp_path, jobs_url, job: str, op_config: dict) -> list[d
     (asset_op,) = op_config
     config = tmp_path / "run.yaml"
     config.write_text(json.dumps({"ops": {asset_op: {"config": op_config[asset_op]}}}))
-    environ = {k: v for k, v in os.environ.items() if not k.startswith(("DB_", "DAGSTER_"))}
     command = ["job", "execute", "-m", "observing_pipelines.definitions", "-j", job]
     result = subprocess.run(
         [str(Path(sys.executable).with_name("dagster")), *command, "-c", str(config)],
-        env=environ
-        | {
-            "DAGSTER_HOME": str(home),
-            "DATABASE_URL": jobs_url,
-            "GBIF_BASE_URL": "http://127.0.0.1:9",  # nothing to ask: the database is empty
-            "WIKIDATA_SPARQL_URL": "http://127.0.0.1:9",
-        },
+        env=dagster_env(
+            jobs_url,
+            home,
+            {
+                "GBIF_BASE_URL": "http://127.0.0.1:9",  # nothing to ask: the database is empty
+                "WIKIDATA_SPARQL_URL": "http://127.0.0.1:9",
+            },
+        ),
         capture_output=True,
         text=True,
         timeout=120,

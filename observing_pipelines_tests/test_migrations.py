@@ -7,7 +7,6 @@ indexes, PostGIS where it is installed, and the database's `search_path`.
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime
 
 import pytest
@@ -16,31 +15,34 @@ from observing_pipelines.db import migrate
 from observing_pipelines_tests.cloud_sql import (
     ADMIN,
     as_user,
-    autocommit,
+    new_database,
+    postgis_available,
     relations,
     rows,
-    with_database,
 )
 
 
-def columns(conn, table):
-    with conn, conn.cursor() as cur:
-        cur.execute(
-            "SELECT column_name FROM information_schema.columns "
-            "WHERE table_schema = 'ingester' AND table_name = %s ORDER BY ordinal_position",
-            (table,),
+def columns(url, table):
+    return [
+        name
+        for (name,) in rows(
+            url,
+            "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass "
+            "AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+            (f"ingester.{table}",),
         )
-        return [name for (name,) in cur.fetchall()]
+    ]
 
 
-def indexes(conn, table):
-    with conn, conn.cursor() as cur:
-        cur.execute(
+def indexes(url, table):
+    return dict(
+        rows(
+            url,
             "SELECT indexname, indexdef FROM pg_indexes "
             "WHERE schemaname = 'ingester' AND tablename = %s",
             (table,),
         )
-        return dict(cur.fetchall())
+    )
 
 
 def test_schemas_and_tables(db_url):
@@ -89,20 +91,15 @@ TAXA_COLUMNS = [
 VIEW_COLUMNS = ["occurrence_uri", "scientific_name", "kingdom", "accepted_taxon_key", "id_count"]
 
 
-def test_the_mirror_has_the_apps_columns_in_the_apps_order(conn):
-    assert columns(conn, "identifications") == IDENTIFICATION_COLUMNS
-    assert columns(conn, "occurrences") == OCCURRENCE_COLUMNS
-    assert columns(conn, "taxa") == TAXA_COLUMNS
-    with conn, conn.cursor() as cur:
-        cur.execute(
-            "SELECT attname FROM pg_attribute WHERE attrelid = 'ingester.community_ids'::regclass "
-            "AND attnum > 0 ORDER BY attnum"
-        )
-        assert [name for (name,) in cur.fetchall()] == VIEW_COLUMNS
+def test_the_mirror_has_the_apps_columns_in_the_apps_order(db_url):
+    assert columns(db_url, "identifications") == IDENTIFICATION_COLUMNS
+    assert columns(db_url, "occurrences") == OCCURRENCE_COLUMNS
+    assert columns(db_url, "taxa") == TAXA_COLUMNS
+    assert columns(db_url, "community_ids") == VIEW_COLUMNS
 
 
-def test_the_mirror_has_the_apps_indexes(conn):
-    assert set(indexes(conn, "identifications")) == {
+def test_the_mirror_has_the_apps_indexes(db_url):
+    assert set(indexes(db_url, "identifications")) == {
         "identifications_pkey",
         "identifications_subject_uri_idx",
         "identifications_did_idx",
@@ -111,7 +108,7 @@ def test_the_mirror_has_the_apps_indexes(conn):
         "identifications_model_name_idx",
         "identifications_unstamped_idx",  # ours, recommended upstream (m0003)
     }
-    occurrence_indexes = indexes(conn, "occurrences")
+    occurrence_indexes = indexes(db_url, "occurrences")
     expected = {
         "occurrences_pkey",
         "occurrences_scientific_name_idx",
@@ -121,27 +118,21 @@ def test_the_mirror_has_the_apps_indexes(conn):
         "occurrences_created_at_uri_idx",
         "occurrences_event_date_range_idx",
     }
-    with conn, conn.cursor() as cur:
-        cur.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'postgis'")
-        postgis = cur.fetchone() is not None
-    if postgis:
+    if postgis_available(db_url):
         expected.add("occurrences_location_idx")
         assert "USING gist (location)" in occurrence_indexes["occurrences_location_idx"]
     assert set(occurrence_indexes) == expected
     assert "USING gist (event_date_range)" in occurrence_indexes["occurrences_event_date_range_idx"]
-    assert "UNIQUE" in indexes(conn, "community_ids")["community_ids_occurrence_uri_idx"]
+    assert "UNIQUE" in indexes(db_url, "community_ids")["community_ids_occurrence_uri_idx"]
 
 
-def test_location_is_postgis_geography_wherever_postgis_is_installed(conn):
-    with conn, conn.cursor() as cur:
-        cur.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'postgis'")
-        postgis = cur.fetchone() is not None
-        cur.execute(
-            "SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
-            "WHERE attrelid = 'ingester.occurrences'::regclass AND attname = 'location'"
-        )
-        location_type = cur.fetchone()[0]
-    assert location_type == ("geography(Point,4326)" if postgis else "text")
+def test_location_is_postgis_geography_wherever_postgis_is_installed(db_url):
+    ((location_type,),) = rows(
+        db_url,
+        "SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
+        "WHERE attrelid = 'ingester.occurrences'::regclass AND attname = 'location'",
+    )
+    assert location_type == ("geography(Point,4326)" if postgis_available(db_url) else "text")
 
 
 MAY_1, MAY_2 = datetime(2026, 5, 1, tzinfo=UTC), datetime(2026, 5, 2, tzinfo=UTC)
@@ -189,27 +180,17 @@ def test_migrations_are_idempotent(db_url, admin_url, conn):
 
 def test_the_dev_path_mirror_and_all_twice_as_a_superuser(server_url):
     """`observing-pipelines dev`: the mirror first, then ours, on the embedded superuser."""
-    name = f"op_dev_like_{uuid.uuid4().hex[:8]}"
-    autocommit(server_url, f"CREATE DATABASE {name}")
-    try:
-        url = with_database(server_url, name)
+    with new_database(server_url, prefix="op_dev_like") as url:
         assert migrate.upgrade_all(url, app_mirror=True)
         assert migrate.upgrade_all(url, app_mirror=True) == []
         assert rows(url, "SELECT version_num FROM pipelines.alembic_version ORDER BY 1") == [
             ("m0003",),
             ("p0005",),
         ]
-    finally:
-        autocommit(server_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 def test_production_never_gets_the_mirror(server_url, template_database):
-    name = f"op_prod_like_{uuid.uuid4().hex[:8]}"
-    autocommit(server_url, f"CREATE DATABASE {name} OWNER {ADMIN}")
-    try:
-        url = with_database(server_url, name)
+    with new_database(server_url, prefix="op_prod_like", owner=ADMIN) as url:
         migrate.upgrade_all(as_user(url, ADMIN), app_mirror=False)
         assert relations(url, "ingester") == set()
         assert "runs" in relations(url, "dagster")
-    finally:
-        autocommit(server_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

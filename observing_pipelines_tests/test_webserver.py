@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import subprocess
 import sys
 import time
@@ -26,11 +25,13 @@ from pathlib import Path
 import pytest
 import requests
 
-from observing_pipelines_tests.cloud_sql import rows
+from observing_pipelines.db.roles import JOBS_ROLE
+from observing_pipelines_tests.cloud_sql import as_user, rows
 from observing_pipelines_tests.conftest import PROJECT_ROOT
 from observing_pipelines_tests.private_postgres import PrivateCluster, migrated_private_cluster
 from observing_pipelines_tests.services import (
     alive,
+    dagster_env,
     free_port,
     kill_container,
     process_tree,
@@ -46,7 +47,8 @@ VERSION = "{ version }"
 
 
 class Webserver:
-    """`observing-pipelines webserver` on a free port."""
+    """`observing-pipelines webserver` on a free port, connected as the jobs' role (as in
+    production); `db_url` is the test harness's."""
 
     def __init__(self, tmp: Path, db_url: str, *args: str) -> None:
         home = tmp / "home"
@@ -54,17 +56,10 @@ class Webserver:
         (home / "dagster.yaml").write_text((PROJECT_ROOT / "dagster.yaml").read_text())
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("DB_", "DAGSTER_"))}
         self.log = tmp / f"webserver-{self.port}.log"
         self.process = subprocess.Popen(
             [str(Path(sys.executable).with_name("observing-pipelines")), "webserver", *args],
-            env=env
-            | {
-                "DATABASE_URL": db_url,
-                "DAGSTER_HOME": str(home),
-                "DAGSTER_WORKSPACE": str(PROJECT_ROOT / "workspace.yaml"),
-                "PORT": str(self.port),
-            },
+            env=dagster_env(as_user(db_url, JOBS_ROLE), home, {"PORT": str(self.port)}),
             stdout=self.log.open("w"),
             stderr=subprocess.STDOUT,
             start_new_session=True,
