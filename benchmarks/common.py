@@ -121,7 +121,7 @@ def insert_identifications(
     """Add `per_name` identifications (each on its own occurrence) for every name; return how
     many were added.
 
-    The rows are what `app_tables.insert_identifications` writes, but made inside Postgres by
+    The rows are what `identifications.insert_identifications` writes, but made inside Postgres by
     one `INSERT ... SELECT` over the names COPYed in: a million rows cost the index upkeep and
     little else. Repeated calls never collide (each uses its own URI prefix).
     """

@@ -28,16 +28,10 @@ from benchmarks.common import dagster_services, print_table, scratch_database
 from observing_pipelines.db.dagster_storage import dagster_storage_url
 from observing_pipelines_tests.private_postgres import QUICK_AND_LOOSE, private_cluster
 from observing_pipelines_tests.services import fetch
+from observing_pipelines_tests.support import quiet_schedules
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PINGS = {"SELECT 1", "SELECT $1"}  # the pool's pre-ping, as sent and as pg_stat_statements shows it
-NEVER = "0 0 1 1 *"
-IDLE_SCHEDULES = {
-    name: NEVER
-    for name in ("RESOLVE_TAXA_CRON", "THUMBNAILS_CRON", "CONSERVATION_CRON", "FRESHNESS_CRON")
-}
-"""The four schedules stay RUNNING (the scheduler evaluates them every minute) but fire on
-New Year's Day only, so no run lands in the window."""
 
 
 @dataclass(frozen=True)
@@ -123,7 +117,9 @@ def main() -> None:
                 instance = instances(db_url)[label]
                 with (
                     tempfile.TemporaryDirectory() as workdir,
-                    dagster_services(db_url, Path(workdir), instance=instance, env=IDLE_SCHEDULES),
+                    dagster_services(
+                        db_url, Path(workdir), instance=instance, env=quiet_schedules()
+                    ),
                 ):
                     time.sleep(args.warmup)
                     window = measure(admin_url, database, args.window)

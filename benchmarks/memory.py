@@ -37,10 +37,10 @@ from benchmarks.common import (
     standin_parser,
 )
 from observing_pipelines_tests.services import fetch
+from observing_pipelines_tests.support import quiet_schedules
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB
-NEVER = "0 0 1 1 *"
 FINISHED = ("SUCCESS", "FAILURE", "CANCELED")
 
 
@@ -116,15 +116,7 @@ def main() -> None:
         env = {
             "GBIF_BASE_URL": base_url,
             "GBIF_RATE_LIMIT_MS": "0",
-            **{
-                variable: NEVER
-                for variable in (
-                    "RESOLVE_TAXA_CRON",
-                    "THUMBNAILS_CRON",
-                    "CONSERVATION_CRON",
-                    "FRESHNESS_CRON",
-                )
-            },
+            **quiet_schedules(),
         }
         with dagster_services(db_url, Path(workdir), instance=instance, env=env) as services:
             print(f"services up; sampling idle for {args.idle_seconds:g}s", flush=True)

@@ -34,8 +34,7 @@ from observing_pipelines_tests.services import (
     stand_ins,
     wait_for,
 )
-
-NEVER = "0 0 1 1 *"
+from observing_pipelines_tests.support import quiet_schedules
 
 
 def scenario(kind: str, round_number: int) -> list[object]:
@@ -44,8 +43,7 @@ def scenario(kind: str, round_number: int) -> list[object]:
         stand_ins() as apis,
         tempfile.TemporaryDirectory() as tmp,
     ):
-        crons = {f"{job}_CRON": NEVER for job in ("RESOLVE_TAXA", "THUMBNAILS", "CONSERVATION")}
-        env = apis.env() | crons | {"FRESHNESS_CRON": NEVER}
+        env = apis.env() | quiet_schedules()
         services = Services(Path(tmp), db_url, env, isolate=True, production_intervals=True)
         try:
             wait_for(services.server_info, 120, "the webserver")

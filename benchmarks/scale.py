@@ -10,7 +10,7 @@ unstamped, as in production). Then, in order:
 4. nothing to do, without the partial index (production today).
 
 `VACUUM ANALYZE` runs between passes 1 and 2, as autovacuum would after a million updates.
-Time per step is the wall time of our SQL calls (patched in around `app_tables` and `state`);
+Time per step is the wall time of our SQL calls (patched in around the `db` modules);
 "rest" is commits and Python. GBIF points at a closed port: a warm pass must not call it.
 
     .venv/bin/python -m benchmarks.scale [--sizes 10000,100000,1000000]
@@ -35,9 +35,9 @@ from benchmarks.common import generated_names, insert_identifications, print_tab
 from observing_pipelines.clients.gbif import GbifClient
 from observing_pipelines.clients.http import HttpPolicy, PoliteHttpClient
 from observing_pipelines.clients.wikidata import WikidataClient
-from observing_pipelines.db import app_tables, state
+from observing_pipelines.db import change_marks, identifications, resolution_attempts, taxa
 from observing_pipelines.taxa.names import normalise_name, subject_digest
-from observing_pipelines.taxa.resolve import PassReport, ResolveOptions, TaxaResolver
+from observing_pipelines.taxa.resolve_taxa import PassReport, ResolveOptions, TaxaResolver
 from observing_pipelines_tests.services import fetch
 
 PER_NAME = 20
@@ -47,24 +47,24 @@ CLOSED_PORT_URL = "http://127.0.0.1:9"
 
 STEPS: dict[str, tuple[tuple[Any, str], ...]] = {
     "selection": (
-        (app_tables, "view_source_writes"),
-        (app_tables, "pending_name_pairs"),
-        (app_tables, "pending_taxon_ids"),
-        (app_tables, "taxa_by_lower_name"),
-        (app_tables, "taxa_by_key"),
-        (state, "change_mark"),
-        (state, "load_attempts"),
+        (identifications, "view_source_writes"),
+        (identifications, "pending_name_pairs"),
+        (identifications, "pending_taxon_ids"),
+        (taxa, "taxa_by_lower_name"),
+        (taxa, "taxa_by_key"),
+        (change_marks, "change_mark"),
+        (resolution_attempts, "load_attempts"),
     ),
-    "edit sweep": ((app_tables, "reset_edited_identifications"),),
+    "edit sweep": ((identifications, "reset_edited_identifications"),),
     "upsert + stamp": (
-        (app_tables, "take_write_lock"),
-        (app_tables, "upsert_taxa"),
-        (app_tables, "stamp_by_name"),
-        (app_tables, "stamp_by_taxon_id"),
-        (state, "record_attempts"),
-        (state, "save_change_mark"),
+        (identifications, "take_write_lock"),
+        (taxa, "upsert_taxa"),
+        (identifications, "stamp_by_name"),
+        (identifications, "stamp_by_taxon_id"),
+        (resolution_attempts, "record_attempts"),
+        (change_marks, "save_change_mark"),
     ),
-    "view refresh": ((app_tables, "refresh_community_ids"),),
+    "view refresh": ((identifications, "refresh_community_ids"),),
 }
 
 
@@ -195,10 +195,10 @@ def one_new_ingest(url: str) -> None:
     try:
         with conn:
             (name,) = fetch(url, "SELECT scientific_name FROM ingester.taxa LIMIT 1")[0]
-            app_tables.insert_identifications(
+            identifications.insert_identifications(
                 conn,
                 [
-                    app_tables.NewIdentification(
+                    identifications.NewIdentification(
                         "at://did:plc:bench/identification/new",
                         "did:plc:new",
                         "at://did:plc:bench/occurrence/new",

@@ -14,7 +14,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import requests
 from psycopg2.extensions import connection as Connection
@@ -29,12 +29,12 @@ from benchmarks.common import (
     standin_parser,
 )
 from observing_pipelines.clients.gbif import MATCH_PATH, parse_match
-from observing_pipelines.db import app_tables
+from observing_pipelines.db import identifications, taxa
 from observing_pipelines.db.connection import connect
 from observing_pipelines.resources import build_resources
 from observing_pipelines.settings import Settings
 from observing_pipelines.taxa.matching import judge_match
-from observing_pipelines.taxa.resolve import ResolveOptions, TaxaResolver
+from observing_pipelines.taxa.resolve_taxa import ResolveOptions, TaxaResolver
 from observing_pipelines_tests.fakes import FakeGbif
 
 LEGACY_PAUSE_SECONDS = 0.1  # the binary's --rate-limit-ms default
@@ -60,7 +60,7 @@ def run_ours(db_url: str, settings: Settings) -> int:
     resources = build_resources(settings)
     gbif = resources["gbif"].get_client()
     wikidata = resources["wikidata"].get_client()
-    options = ResolveOptions(max_concurrency=settings.gbif_max_concurrency)
+    options = ResolveOptions(max_concurrency=settings.apis["gbif"].max_concurrency)
     try:
         with connect(db_url) as conn:
             return TaxaResolver(conn, gbif, wikidata, options).run().names.resolved
@@ -102,7 +102,7 @@ def run_legacy(db_url: str, settings: Settings) -> int:
                     )
                     resolved += 1
                 time.sleep(LEGACY_PAUSE_SECONDS)
-        app_tables.refresh_community_ids(conn)
+        identifications.refresh_community_ids(conn)
     session.close()
     return resolved
 
@@ -112,12 +112,14 @@ def _legacy_ask(
 ) -> int | None:
     params = {"scientificName": name} | ({"kingdom": kingdom} if kingdom else {})
     response = session.get(
-        settings.gbif_base_url + MATCH_PATH, params=params, timeout=settings.http.timeout_seconds
+        settings.apis["gbif"].base_url + MATCH_PATH,
+        params=params,
+        timeout=settings.http.timeout_seconds,
     )
     if response.status_code != 200:
         return None
     answer = judge_match(parse_match(response.json()))
-    app_tables.upsert_taxa(conn, answer.rows)
+    taxa.upsert_taxa(conn, answer.rows)
     return answer.accepted_taxon_key
 
 
@@ -162,7 +164,7 @@ def main() -> None:
         databases = dict(zip(algorithms, (ours_db, legacy_db), strict=True))
         for db_url in databases.values():
             insert_identifications(db_url, names, 1)
-        settings = replace(Settings.from_env({}), gbif_base_url=base_url)
+        settings = Settings.from_env({"GBIF_BASE_URL": base_url})
         for round_number in range(args.rounds):
             order = list(algorithms) if round_number % 2 == 0 else list(reversed(algorithms))
             for label in order:
@@ -176,7 +178,8 @@ def main() -> None:
                     flush=True,
                 )
 
-    limit = 1000 / settings.gbif_min_interval_ms
+    gbif = settings.apis["gbif"]
+    limit = 1000 / gbif.min_interval_ms
     legacy_rate = statistics.median(m.names_per_second for m in results[list(algorithms)[1]])
     rows = []
     for label, measurements in results.items():
@@ -195,8 +198,8 @@ def main() -> None:
         )
     print_table(
         f"resolve_taxa throughput: {args.names} names, stand-in latency {args.latency_ms:g} ms, "
-        f"rate limit {limit:g} requests/s (GBIF_RATE_LIMIT_MS={settings.gbif_min_interval_ms}), "
-        f"GBIF_MAX_CONCURRENCY={settings.gbif_max_concurrency}, median of {args.rounds} rounds",
+        f"rate limit {limit:g} requests/s (GBIF_RATE_LIMIT_MS={gbif.min_interval_ms}), "
+        f"GBIF_MAX_CONCURRENCY={gbif.max_concurrency}, median of {args.rounds} rounds",
         [
             "algorithm",
             "names",

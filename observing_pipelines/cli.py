@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 
 import psycopg2
 
-from observing_pipelines.db import app_tables
+from observing_pipelines.db import identifications
 from observing_pipelines.db.connection import (
     DatabaseNotConfiguredError,
     connect,
@@ -41,7 +41,7 @@ from observing_pipelines.settings import GraphqlSettings, Settings, SettingsErro
 from observing_pipelines.supervisor import LeaderLock, supervise
 from observing_pipelines.text import storable
 
-log = logging.getLogger("observing_pipelines.cli")
+log = logging.getLogger(__name__)
 
 # Commands import Dagster (via resources, migrations, the storage) only when they run: the
 # `webserver` and `daemon` wrappers just relay logs and would otherwise hold ~100 MiB each of
@@ -154,17 +154,18 @@ def _resolve_taxa(args: argparse.Namespace, settings: Settings) -> int:
     if url is None:
         return EXIT_USAGE
     from observing_pipelines.resources import build_resources
-    from observing_pipelines.taxa.resolve import ResolveOptions, TaxaResolver
+    from observing_pipelines.taxa.resolve_taxa import ResolveOptions, TaxaResolver
 
     if args.rate_limit_ms is not None:
-        settings = replace(settings, gbif_min_interval_ms=args.rate_limit_ms)
+        gbif_api = replace(settings.apis["gbif"], min_interval_ms=args.rate_limit_ms)
+        settings = replace(settings, apis={**settings.apis, "gbif": gbif_api})
     resources = build_resources(settings)
     gbif, wikidata = resources["gbif"], resources["wikidata"]
     options = ResolveOptions(
         dry_run=args.dry_run,
         limit=args.limit,
         kingdom=args.kingdom,
-        max_concurrency=settings.gbif_max_concurrency,
+        max_concurrency=gbif.max_concurrency,
     )
     try:
         with connect(url) as conn:
@@ -213,8 +214,8 @@ def _dev(args: argparse.Namespace, settings: Settings) -> int:
         return EXIT_FAILED
     if embedded:
         with connect(url) as conn, conn:
-            if app_tables.count_identifications(conn) == 0:
-                app_tables.insert_identifications(conn, DEMO_IDENTIFICATIONS)
+            if identifications.count_identifications(conn) == 0:
+                identifications.insert_identifications(conn, DEMO_IDENTIFICATIONS)
                 log.info("Empty database: added %d demo identifications", len(DEMO_IDENTIFICATIONS))
         log.info("Embedded PostgreSQL data: %s (URL %s)", settings.embedded_pgdata.resolve(), url)
     dagster_home = Path(os.environ.get("DAGSTER_HOME") or project / ".local" / "dagster_home")

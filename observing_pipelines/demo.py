@@ -5,7 +5,7 @@ a synonym (Anastrophyllum minutum -> Sphenolobus minutus), a misspelling (GBIF a
 a homonym told apart by kingdom, a name GBIF cannot match, and the three taxonID URI forms.
 """
 
-from observing_pipelines.db.app_tables import NewIdentification
+from observing_pipelines.db.identifications import NewIdentification
 
 _DID = "did:plc:demo-observer"
 

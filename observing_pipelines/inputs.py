@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from observing_pipelines.clients.commons import STANDARD_WIDTHS
 from observing_pipelines.taxa.names import name_problem
@@ -81,3 +81,12 @@ Days = Annotated[int, Field(ge=0, le=36_500)]
 CommonsWidth = Annotated[int, AfterValidator(commons_width)]
 Names = Annotated[list[ScientificName], Field(max_length=MAX_ITEMS)]
 TaxonKeys = Annotated[list[TaxonKey], Field(max_length=MAX_ITEMS)]
+
+
+class Options(BaseModel):
+    """A pass's per-run options with their defaults, declared once, next to the pass: the job's
+    Dagster config class inherits them (`class ThumbnailsConfig(JobConfig, ThumbnailsOptions)`),
+    so the launchpad, GraphQL, `trigger`, the command line and direct calls share one default
+    and one rule each. Field docstrings are the launchpad's descriptions."""
+
+    model_config = ConfigDict(frozen=True, use_attribute_docstrings=True)

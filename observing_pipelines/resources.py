@@ -22,7 +22,7 @@ from observing_pipelines.clients.http import HttpPolicy, PoliteHttpClient
 from observing_pipelines.clients.iucn import IucnClient
 from observing_pipelines.clients.wikidata import WikidataClient
 from observing_pipelines.db.connection import connect, database_url
-from observing_pipelines.settings import DEFAULT_USER_AGENT, Settings
+from observing_pipelines.settings import API_DEFAULTS, DEFAULT_USER_AGENT, Settings
 
 
 class AppDatabaseResource(dg.ConfigurableResource):
@@ -41,15 +41,16 @@ class AppDatabaseResource(dg.ConfigurableResource):
 
 
 class HttpApiResource(dg.ConfigurableResource):
-    """The politeness knobs every API resource shares."""
+    """The politeness knobs every API resource shares; each API's defaults are its entry in
+    `settings.API_DEFAULTS`."""
 
     base_url: str
     user_agent: str = DEFAULT_USER_AGENT
     timeout_seconds: float = 15.0
     max_attempts: int = 5
     max_retry_after_seconds: float = 120.0
-    min_interval_ms: int = 100
-    max_concurrency: int = 4
+    min_interval_ms: int
+    max_concurrency: int
 
     def http_client(self, service: str) -> PoliteHttpClient:
         policy = HttpPolicy(
@@ -63,31 +64,33 @@ class HttpApiResource(dg.ConfigurableResource):
         return PoliteHttpClient(service, self.base_url, policy)
 
 
+_GBIF, _WIKIDATA = API_DEFAULTS["gbif"], API_DEFAULTS["wikidata"]
+_COMMONS, _IUCN = API_DEFAULTS["commons"], API_DEFAULTS["iucn"]
+
+
 class GbifResource(HttpApiResource):
-    base_url: str = "https://api.gbif.org"
+    base_url: str = _GBIF.base_url
+    min_interval_ms: int = _GBIF.min_interval_ms
+    max_concurrency: int = _GBIF.max_concurrency
 
     def get_client(self) -> GbifClient:
         return GbifClient(self.http_client("gbif"))
 
 
 class WikidataResource(HttpApiResource):
-    """WDQS: serial, one query a second by default (its budget is query time per client)."""
-
-    base_url: str = "https://query.wikidata.org/sparql"
-    timeout_seconds: float = 60.0
-    min_interval_ms: int = 1000
-    max_concurrency: int = 1
+    base_url: str = _WIKIDATA.base_url
+    timeout_seconds: float = _WIKIDATA.min_timeout_seconds
+    min_interval_ms: int = _WIKIDATA.min_interval_ms
+    max_concurrency: int = _WIKIDATA.max_concurrency
 
     def get_client(self) -> WikidataClient:
         return WikidataClient(self.http_client("wikidata"))
 
 
 class CommonsResource(HttpApiResource):
-    """Commons Action API: serial requests, as Wikimedia asks of batch clients."""
-
-    base_url: str = "https://commons.wikimedia.org/w/api.php"
-    min_interval_ms: int = 500
-    max_concurrency: int = 1
+    base_url: str = _COMMONS.base_url
+    min_interval_ms: int = _COMMONS.min_interval_ms
+    max_concurrency: int = _COMMONS.max_concurrency
 
     def get_client(self) -> CommonsClient:
         return CommonsClient(self.http_client("commons"))
@@ -99,10 +102,10 @@ class IucnResource(HttpApiResource):
     The token is an `EnvVar`, so Dagster shows its name, never its value.
     """
 
-    base_url: str = "https://api.iucnredlist.org/api/v4"
+    base_url: str = _IUCN.base_url
+    min_interval_ms: int = _IUCN.min_interval_ms
+    max_concurrency: int = _IUCN.max_concurrency
     token: str | None = None
-    min_interval_ms: int = 500
-    max_concurrency: int = 2
 
     def get_client(self) -> IucnClient | None:
         return IucnClient(self.http_client("iucn"), self.token) if self.token else None
@@ -119,30 +122,25 @@ class Resources(TypedDict):
 
 
 def build_resources(settings: Settings) -> Resources:
-    http = settings.http
-    shared: dict[str, Any] = {
-        "timeout_seconds": http.timeout_seconds,
-        "user_agent": http.user_agent,
-        "max_attempts": http.max_attempts,
-        "max_retry_after_seconds": http.max_retry_after_seconds,
-    }
+    def api(name: str) -> dict[str, Any]:
+        http, own = settings.http, settings.apis[name]
+        return {
+            "base_url": own.base_url,
+            "min_interval_ms": own.min_interval_ms,
+            "max_concurrency": own.max_concurrency,
+            "timeout_seconds": max(http.timeout_seconds, own.min_timeout_seconds),
+            "user_agent": http.user_agent,
+            "max_attempts": http.max_attempts,
+            "max_retry_after_seconds": http.max_retry_after_seconds,
+        }
+
     return {
         "app_db": AppDatabaseResource(),
-        "gbif": GbifResource(
-            base_url=settings.gbif_base_url,
-            min_interval_ms=settings.gbif_min_interval_ms,
-            max_concurrency=settings.gbif_max_concurrency,
-            **shared,
-        ),
-        "wikidata": WikidataResource(
-            base_url=settings.wikidata_sparql_url,
-            min_interval_ms=settings.wikidata_min_interval_ms,
-            **(shared | {"timeout_seconds": max(http.timeout_seconds, 60.0)}),  # WDQS: up to 60 s
-        ),
-        "commons": CommonsResource(base_url=settings.commons_api_url, **shared),
+        "gbif": GbifResource(**api("gbif")),
+        "wikidata": WikidataResource(**api("wikidata")),
+        "commons": CommonsResource(**api("commons")),
         "iucn": IucnResource(
-            base_url=settings.iucn_base_url,
             token=dg.EnvVar("IUCN_API_TOKEN") if settings.iucn_token_configured else None,
-            **shared,
+            **api("iucn"),
         ),
     }

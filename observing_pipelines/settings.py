@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 DEFAULT_USER_AGENT = (
@@ -61,23 +61,47 @@ class GraphqlSettings:
 
 
 @dataclass(frozen=True)
+class ApiSettings:
+    """One external API: where it is, and how politely we call it (`clients/http.py`)."""
+
+    base_url: str
+    min_interval_ms: int
+    """The least time between two requests (the API's rate limit, as an interval)."""
+    max_concurrency: int
+    """Requests in flight at once, and the look-ups a job runs at once against it."""
+    min_timeout_seconds: float = 0.0
+    """A floor under `HTTP_TIMEOUT_SECONDS` for an API that is slow by design."""
+
+
+API_URL_VARIABLES = {
+    "gbif": "GBIF_BASE_URL",
+    "wikidata": "WIKIDATA_SPARQL_URL",
+    "commons": "COMMONS_API_URL",
+    "iucn": "IUCN_BASE_URL",
+}
+API_DEFAULTS = {
+    "gbif": ApiSettings("https://api.gbif.org", min_interval_ms=100, max_concurrency=4),
+    # WDQS: its budget is query time per client; one query at a time, a second apart.
+    "wikidata": ApiSettings(
+        "https://query.wikidata.org/sparql", 1000, max_concurrency=1, min_timeout_seconds=60.0
+    ),
+    # Commons Action API: serial requests, as Wikimedia asks of batch clients.
+    "commons": ApiSettings("https://commons.wikimedia.org/w/api.php", 500, max_concurrency=1),
+    "iucn": ApiSettings("https://api.iucnredlist.org/api/v4", 500, max_concurrency=2),
+}
+"""Every external API, its defaults declared once: `<API>_RATE_LIMIT_MS` and
+`<API>_MAX_CONCURRENCY` (and the URL variable above) override them."""
+
+
+@dataclass(frozen=True)
 class Settings:
     database: DatabaseSettings
     http: HttpSettings
     graphql: GraphqlSettings = field(default_factory=GraphqlSettings)
-    gbif_base_url: str = "https://api.gbif.org"
-    gbif_min_interval_ms: int = 100
-    gbif_max_concurrency: int = 4
-    wikidata_sparql_url: str = "https://query.wikidata.org/sparql"
-    wikidata_min_interval_ms: int = 1000
-    commons_api_url: str = "https://commons.wikimedia.org/w/api.php"
-    iucn_base_url: str = "https://api.iucnredlist.org/api/v4"
+    apis: Mapping[str, ApiSettings] = field(default_factory=lambda: dict(API_DEFAULTS))
     iucn_token_configured: bool = False
-    # Every schedule's cadence, in one place (README "Configuration" lists the variables).
-    resolve_taxa_cron: str = "*/5 * * * *"
-    thumbnails_cron: str = "30 3 * * *"
-    conservation_cron: str = "0 4 * * 1"
-    freshness_cron: str = "0 2 * * *"
+    crons: Mapping[str, str] = field(default_factory=dict)
+    """`<JOB>_CRON` variables as set; each job's own `JobSpec.cron` is the default."""
     schedule_timezone: str = "UTC"
     embedded_pgdata: Path = Path(".local/pgdata")
     webserver_port: int = 8080
@@ -115,22 +139,13 @@ class Settings:
             database=database,
             http=http,
             graphql=graphql,
-            gbif_base_url=_text(env, "GBIF_BASE_URL") or cls.gbif_base_url,
-            gbif_min_interval_ms=_integer(env, "GBIF_RATE_LIMIT_MS", cls.gbif_min_interval_ms),
-            gbif_max_concurrency=_integer(
-                env, "GBIF_MAX_CONCURRENCY", cls.gbif_max_concurrency, minimum=1
-            ),
-            wikidata_sparql_url=_text(env, "WIKIDATA_SPARQL_URL") or cls.wikidata_sparql_url,
-            wikidata_min_interval_ms=_integer(
-                env, "WIKIDATA_RATE_LIMIT_MS", cls.wikidata_min_interval_ms
-            ),
-            commons_api_url=_text(env, "COMMONS_API_URL") or cls.commons_api_url,
-            iucn_base_url=_text(env, "IUCN_BASE_URL") or cls.iucn_base_url,
+            apis={name: _api(env, name, defaults) for name, defaults in API_DEFAULTS.items()},
             iucn_token_configured=_text(env, "IUCN_API_TOKEN") is not None,
-            resolve_taxa_cron=_text(env, "RESOLVE_TAXA_CRON") or cls.resolve_taxa_cron,
-            thumbnails_cron=_text(env, "THUMBNAILS_CRON") or cls.thumbnails_cron,
-            conservation_cron=_text(env, "CONSERVATION_CRON") or cls.conservation_cron,
-            freshness_cron=_text(env, "FRESHNESS_CRON") or cls.freshness_cron,
+            crons={
+                key: value
+                for key in env
+                if key.endswith(CRON_SUFFIX) and (value := _text(env, key)) is not None
+            },
             schedule_timezone=_text(env, "SCHEDULE_TIMEZONE") or cls.schedule_timezone,
             embedded_pgdata=Path(_text(env, "EMBEDDED_PGDATA") or cls.embedded_pgdata),
             webserver_port=_port(env, "PORT", cls.webserver_port),
@@ -139,6 +154,29 @@ class Settings:
             workspace=Path(_text(env, "DAGSTER_WORKSPACE") or cls.workspace).resolve(),
             jobs_runtime_password=env.get("JOBS_RUNTIME_PASSWORD") or None,
         )
+
+    def cron(self, job: str, default: str) -> str:
+        """The schedule of `job`: `<JOB>_CRON` if set, else the job's own default."""
+        return self.crons.get(cron_variable(job), default)
+
+
+CRON_SUFFIX = "_CRON"
+
+
+def cron_variable(job: str) -> str:
+    return f"{job.upper()}{CRON_SUFFIX}"
+
+
+def _api(env: Mapping[str, str], name: str, defaults: ApiSettings) -> ApiSettings:
+    prefix = name.upper()
+    return replace(
+        defaults,
+        base_url=_text(env, API_URL_VARIABLES[name]) or defaults.base_url,
+        min_interval_ms=_integer(env, f"{prefix}_RATE_LIMIT_MS", defaults.min_interval_ms),
+        max_concurrency=_integer(
+            env, f"{prefix}_MAX_CONCURRENCY", defaults.max_concurrency, minimum=1
+        ),
+    )
 
 
 def _text(env: Mapping[str, str], key: str) -> str | None:

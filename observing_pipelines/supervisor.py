@@ -40,7 +40,7 @@ from psycopg2.extensions import connection as Connection
 from observing_pipelines.db.connection import APPLICATION_NAME
 from observing_pipelines.log_relay import relay_process_logs
 
-log = logging.getLogger("observing_pipelines.supervisor")
+log = logging.getLogger(__name__)
 
 GRACE_SECONDS = 7.0
 """From SIGTERM to SIGKILL of the group; the command is gone well inside Cloud Run's 10 s."""
@@ -48,7 +48,7 @@ EXIT_GRACE_SECONDS = 1.5
 """After the SIGKILL, how long the relay may still drain output before the command exits."""
 
 DAEMON_LOCK_KEY = 0x7461786100000002
-"""pg_advisory_lock key of the daemon leader (`app_tables.WRITE_LOCK_KEY` is ...01)."""
+"""pg_advisory_lock key of the daemon leader (`identifications.WRITE_LOCK_KEY` is ...01)."""
 LOCK_POLL_SECONDS = 2.0
 LOCK_CHECK_SECONDS = 10.0
 LOCK_LOST_GRACE_SECONDS = 60.0

@@ -38,7 +38,7 @@ import yaml
 from observing_pipelines.jobs.common import InvalidJobConfig, check_run_config, config_classes
 from observing_pipelines.logging_json import json_logging
 
-log = logging.getLogger("observing_pipelines.webserver")
+log = logging.getLogger("observing_pipelines.webserver")  # run as __main__ (python -m)
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

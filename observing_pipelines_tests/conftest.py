@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg2
@@ -23,25 +22,13 @@ from pytest_httpserver import HTTPServer
 
 from observing_pipelines.clients.commons import CommonsClient
 from observing_pipelines.clients.gbif import GbifClient
-from observing_pipelines.clients.http import HttpPolicy, PoliteHttpClient
 from observing_pipelines.clients.wikidata import WikidataClient
 from observing_pipelines.db import migrate
 from observing_pipelines.db.roles import JOBS_ROLE
 from observing_pipelines_tests import cloud_sql
 from observing_pipelines_tests.cloud_sql import ADMIN, Shape, as_user, autocommit
 from observing_pipelines_tests.fakes import FakeCommons, FakeGbif, FakeWikidata
-
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-TEST_POLICY = HttpPolicy(
-    user_agent="observing-pipelines-tests/1.0 (https://observ.ing; tests)",
-    timeout_seconds=2.0,
-    max_attempts=3,
-    max_retry_after_seconds=5.0,
-    min_interval_ms=0,
-    max_concurrency=4,
-    backoff_initial_seconds=0.01,
-    backoff_max_seconds=0.05,
-)
+from observing_pipelines_tests.support import PROJECT_ROOT, polite
 
 
 @pytest.fixture(scope="session")
@@ -110,15 +97,6 @@ gbif_server = pytest.fixture(_loopback_server, name="gbif_server")
 wikidata_server = pytest.fixture(_loopback_server, name="wikidata_server")
 commons_server = pytest.fixture(_loopback_server, name="commons_server")
 iucn_server = pytest.fixture(_loopback_server, name="iucn_server")
-
-
-@contextmanager
-def polite(service: str, url: str) -> Iterator[PoliteHttpClient]:
-    http = PoliteHttpClient(service, url, TEST_POLICY)
-    try:
-        yield http
-    finally:
-        http.close()
 
 
 @pytest.fixture

@@ -120,6 +120,10 @@ class FakeGbif:
     requests: list[dict[str, str]] = field(default_factory=list)
 
     red_list: dict[int, dict[str, Any]] = field(default_factory=dict)
+    vernacular_names: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+    """`/v1/species/{key}/vernacularNames` entries by key, served in pages as GBIF does."""
+    own_names: dict[int, str] = field(default_factory=dict)
+    """The `vernacularName` of `/v1/species/{key}`."""
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -127,10 +131,51 @@ class FakeGbif:
         self.server.expect_request(
             re.compile(r"/v1/species/[0-9]+/iucnRedListCategory")
         ).respond_with_handler(self._red_list)
+        self.server.expect_request(
+            re.compile(r"/v1/species/[0-9]+/vernacularNames")
+        ).respond_with_handler(self._vernacular_names)
+        self.server.expect_request(re.compile(r"/v1/species/[0-9]+")).respond_with_handler(
+            self._species
+        )
 
     def _red_list(self, request: Request) -> Response:
         self.requests.append({"path": request.path})
         return json_response(self.red_list.get(int(request.path.split("/")[3]), {}))
+
+    def _vernacular_names(self, request: Request) -> Response:
+        self.requests.append({"path": request.path} | dict(request.args))
+        key = int(request.path.split("/")[3])
+        scripted = self._next_scripted(f"names {key}")
+        if isinstance(scripted, Response):
+            return scripted
+        offset, limit = int(request.args.get("offset", 0)), int(request.args.get("limit", 20))
+        names = self.vernacular_names.get(key, [])
+        page = names[offset : offset + limit]
+        end = offset + limit >= len(names)
+        return json_response(
+            {"offset": offset, "limit": limit, "endOfRecords": end, "results": page}
+        )
+
+    def _species(self, request: Request) -> Response:
+        self.requests.append({"path": request.path})
+        key = int(request.path.split("/")[3])
+        scripted = self._next_scripted(f"species {key}")
+        if isinstance(scripted, Response):
+            return scripted
+        body: dict[str, Any] = {"key": key, "taxonomicStatus": "ACCEPTED"}
+        if key in self.own_names:
+            body["vernacularName"] = self.own_names[key]
+        return json_response(body)
+
+    def _next_scripted(self, subject: str) -> Response | None:
+        """The next scripted answer for `subject`; a scripted delay is slept here."""
+        with self._lock:
+            queue = self.scripted.get(subject.casefold())
+            scripted = queue.popleft() if queue else None
+        if isinstance(scripted, float):
+            time.sleep(scripted)
+            return None
+        return scripted
 
     def add_name(self, name: str, body: dict[str, Any], kingdom: str | None = None) -> None:
         self.by_name[(name.casefold(), kingdom.casefold() if kingdom else None)] = body

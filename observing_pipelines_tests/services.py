@@ -37,12 +37,12 @@ from dagster import DagsterRunStatus
 from dagster_graphql import DagsterGraphQLClient
 from pytest_httpserver import HTTPServer
 
-from observing_pipelines.db import app_tables
+from observing_pipelines.db import identifications
 from observing_pipelines.db.roles import JOBS_ROLE
 from observing_pipelines_tests import fakes
 from observing_pipelines_tests.cloud_sql import ADMIN, as_user, copy_of
-from observing_pipelines_tests.conftest import PROJECT_ROOT
 from observing_pipelines_tests.fakes import CommonsFile, FakeCommons, FakeGbif, FakeWikidata
+from observing_pipelines_tests.support import PROJECT_ROOT
 
 FINISHED = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
 SERVICES = ("webserver", "daemon")
@@ -329,10 +329,10 @@ def services_on_a_copy(
 def _add_two_identifications(db_url: str) -> None:
     conn = psycopg2.connect(db_url)
     with conn:
-        app_tables.insert_identifications(
+        identifications.insert_identifications(
             conn,
             [
-                app_tables.NewIdentification(
+                identifications.NewIdentification(
                     f"at://did:plc:t/identification/{n}",
                     f"did:plc:u{n}",
                     f"at://did:plc:t/occurrence/{n}",
@@ -406,9 +406,13 @@ def hanging_identification(services: Services, entry: fakes.Entry, apis: StandIn
     conn = psycopg2.connect(services.db_url)
     try:
         with conn:
-            app_tables.insert_identifications(
+            identifications.insert_identifications(
                 conn,
-                [app_tables.NewIdentification(uri, "did:plc:deploy", f"{uri}/o", name, "Animalia")],
+                [
+                    identifications.NewIdentification(
+                        uri, "did:plc:deploy", f"{uri}/o", name, "Animalia"
+                    )
+                ],
             )
     finally:
         conn.close()

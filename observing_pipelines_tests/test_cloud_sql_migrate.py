@@ -27,7 +27,7 @@ from observing_pipelines.db import migrate
 from observing_pipelines.db.connection import connect
 from observing_pipelines.db.dagster_storage import AppDatabaseDagsterStorage, dagster_storage_url
 from observing_pipelines.db.roles import JOBS_ROLE
-from observing_pipelines.taxa.resolve import ResolveOptions, TaxaResolver
+from observing_pipelines.taxa.resolve_taxa import ResolveOptions, TaxaResolver
 from observing_pipelines_tests import cloud_sql, fakes
 from observing_pipelines_tests.cloud_sql import ADMIN, Shape, as_user, rows, run_sql
 from observing_pipelines_tests.private_postgres import (

@@ -50,7 +50,7 @@ from observing_pipelines_tests.services import (
 pytestmark = pytest.mark.timeout(480)  # a hang guard per test
 
 LOCATION = "observing_pipelines"
-SCHEDULE = "thumbnails_daily"  # ticks every minute here (THUMBNAILS_CRON below)
+SCHEDULE = "thumbnails_schedule"  # ticks every minute here (THUMBNAILS_CRON below)
 TEST_TAG = "observing/test"
 SLOW_GBIF_SECONDS = 6.0  # well under HTTP_TIMEOUT_SECONDS (15): slow, not failing
 TERMINAL_RUN = {"SUCCESS", "FAILURE", "CANCELED"}

@@ -9,20 +9,22 @@ import sys
 import dagster as dg
 import psycopg2
 
-from observing_pipelines.definitions import defs
-from observing_pipelines.jobs.resolve_taxa import identification_taxa, resolve_taxa_schedule
+from observing_pipelines.definitions import JOBS, defs
+from observing_pipelines.jobs import resolve_taxa
+from observing_pipelines.jobs.resolve_taxa import identification_taxa
 from observing_pipelines.resources import AppDatabaseResource, GbifResource, WikidataResource
+from observing_pipelines.settings import Settings
 from observing_pipelines_tests import fakes
 from observing_pipelines_tests.cloud_sql import relations
-from observing_pipelines_tests.conftest import PROJECT_ROOT
 from observing_pipelines_tests.services import dagster_env
+from observing_pipelines_tests.support import PROJECT_ROOT, invariant_queries
 from observing_pipelines_tests.test_resolve_taxa import identify, keys
 
 
 def test_definitions_load_with_schedule_and_resources():
     repository = defs.get_repository_def()
     assert {job.name for job in repository.get_all_jobs()} >= {"resolve_taxa"}
-    schedule = repository.get_schedule_def("resolve_taxa_every_5_minutes")
+    schedule = repository.get_schedule_def("resolve_taxa_schedule")
     assert (schedule.cron_schedule, schedule.execution_timezone) == ("*/5 * * * *", "UTC")
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
     assert set(repository.get_top_level_resources()) >= {"app_db", "gbif", "wikidata"}
@@ -31,12 +33,10 @@ def test_definitions_load_with_schedule_and_resources():
 def test_every_job_has_its_schedule():
     repository = defs.get_repository_def()
     crons = {s.job_name: s.cron_schedule for s in repository.schedule_defs}
-    assert crons == {
-        "resolve_taxa": "*/5 * * * *",
-        "thumbnails": "30 3 * * *",
-        "conservation_status": "0 4 * * 1",
-        "backbone_freshness": "0 2 * * *",
-    }
+    assert crons == {module.SPEC.name: module.SPEC.cron for module in JOBS}
+    assert len(crons) == 5
+    jobs = {job.name for job in repository.get_all_jobs() if not job.name.startswith("__")}
+    assert jobs == set(crons)
     assert all(
         s.default_status == dg.DefaultScheduleStatus.RUNNING for s in repository.schedule_defs
     )
@@ -52,7 +52,6 @@ def test_enrichment_assets_and_their_checks_run_green(
     wikidata_server,
     commons_server,
 ):
-    from observing_pipelines.definitions import defs as location
     from observing_pipelines.resources import CommonsResource, IucnResource
 
     fake_gbif.add_name(
@@ -65,10 +64,16 @@ def test_enrichment_assets_and_their_checks_run_green(
     fake_gbif.red_list[9206251] = {"category": "LEAST_CONCERN", "code": "LC"}
     fake_wikidata.images[9206251] = ("Q171497", [("Sunflower.jpg", "normal")])
     fake_commons.files["Sunflower.jpg"] = fakes.CommonsFile()
+    fake_gbif.vernacular_names[9206251] = [
+        {"vernacularName": "Sonnenblume", "language": "deu", "source": "Catalogue of Life"},
+        {"vernacularName": "sunflower", "language": "eng", "source": "Catalogue of Life"},
+    ]
     identify(conn, ("Helianthus annuus", "Plantae"))
     http = {"min_interval_ms": 0}
+    graph = defs.resolve_asset_graph()
+    unpartitioned = [key for key in graph.get_all_asset_keys() if not graph.get(key).partitions_def]
     result = dg.materialize(
-        [*location.assets, *location.asset_checks],
+        [*defs.assets, *defs.asset_checks],
         resources={
             "app_db": AppDatabaseResource(url=db_url),
             "gbif": GbifResource(base_url=gbif_server.url_for(""), **http),
@@ -76,22 +81,12 @@ def test_enrichment_assets_and_their_checks_run_green(
             "commons": CommonsResource(base_url=commons_server.url_for("/w/api.php"), **http),
             "iucn": IucnResource(),
         },
-        selection=[
-            "ingester/identification_taxa",
-            "pipelines/taxon_images",
-            "pipelines/taxon_conservation",
-            "pipelines/backbone_changes",
-        ],
+        selection=unpartitioned,
     )
     assert result.success
     checks = {e.asset_check_key.name: e.passed for e in result.get_asset_check_evaluations()}
-    assert checks == {
-        "self_parent_taxa": True,
-        "stamps_without_taxon": True,
-        "images_without_licence_or_thumbnail": True,
-        "conservation_status_stale": True,
-        "stamps_on_unusable_taxa": True,
-    }
+    assert checks == dict.fromkeys(invariant_queries(), True)
+    assert len(checks) == 6
     metadata = {
         event.asset_key.to_user_string(): {
             k: v.value for k, v in event.materialization.metadata.items()
@@ -100,11 +95,16 @@ def test_enrichment_assets_and_their_checks_run_green(
     }
     assert metadata["pipelines/taxon_images"]["with_image"] >= 1
     assert metadata["pipelines/taxon_conservation"]["source"] == "gbif"
-    assert metadata["pipelines/backbone_changes"]["taxa_seen"] == 0  # just fetched: not stale
+    assert metadata["pipelines/taxon_changes"]["taxa_seen"] == 0  # just fetched: not stale
+    assert metadata["pipelines/taxon_vernacular_names"]["with_name"] == 1
+    assert set(metadata) == {key.to_user_string() for key in unpartitioned}
 
 
 def test_schedule_cadence_and_timezone_are_configurable():
-    schedule = resolve_taxa_schedule("0 * * * *", "Europe/Berlin")
+    settings = Settings.from_env(
+        {"RESOLVE_TAXA_CRON": "0 * * * *", "SCHEDULE_TIMEZONE": "Europe/Berlin"}
+    )
+    (schedule,) = resolve_taxa.definitions(settings).schedules or ()
     assert (schedule.cron_schedule, schedule.execution_timezone) == ("0 * * * *", "Europe/Berlin")
 
 

@@ -7,8 +7,8 @@ import shutil
 import pytest
 from dagster import DagsterInstance, DagsterRun
 
-from observing_pipelines_tests.conftest import PROJECT_ROOT
 from observing_pipelines_tests.services import fetch
+from observing_pipelines_tests.support import PROJECT_ROOT
 
 
 @pytest.fixture

@@ -1,11 +1,11 @@
 """resolve_taxa under faults: a killed run, a restarted database, a flaky GBIF.
 
-The module docstring of `taxa/resolve.py` promises that a killed run loses at most the answers of
-one unsaved batch and never leaves a stamp without its taxon row, that failures stay with their
-item and never stop the pass, and that a later pass finishes the work without asking again what
-was already saved. These tests hold it to that with a real Postgres (the shared test server, or
-a private throwaway cluster where the server itself is restarted), real processes killed with
-SIGKILL, and GBIF stand-ins on loopback HTTP servers that answer slowly or badly.
+The module docstring of `taxa/resolve_taxa.py` promises that a killed run loses at most the
+answers of one unsaved batch and never leaves a stamp without its taxon row, that failures stay
+with their item and never stop the pass, and that a later pass finishes the work without asking
+again what was already saved. These tests hold it to that with a real Postgres (the shared test
+server, or a private throwaway cluster where the server itself is restarted), real processes
+killed with SIGKILL, and GBIF stand-ins on loopback HTTP servers that answer slowly or badly.
 
 Every test checks the end state the same way (`assert_consistent`, `assert_complete`): each
 identification carries exactly the key GBIF's stand-in gives for its name (or none), each stamp
@@ -42,27 +42,23 @@ from pytest_httpserver import HTTPServer
 from observing_pipelines.clients.gbif import GbifClient
 from observing_pipelines.clients.http import HttpPolicy, PoliteHttpClient
 from observing_pipelines.clients.wikidata import WikidataClient
-from observing_pipelines.db import app_tables
-from observing_pipelines.db.app_tables import NewIdentification
-from observing_pipelines.db.connection import APPLICATION_NAME, redact
+from observing_pipelines.db import identifications
+from observing_pipelines.db.connection import APPLICATION_NAME, count_rows, redact
+from observing_pipelines.db.identifications import NewIdentification
 from observing_pipelines.db.roles import JOBS_ROLE
+from observing_pipelines.jobs import resolve_taxa
 from observing_pipelines.jobs.common import cloud_logging_logger
-from observing_pipelines.jobs.resolve_taxa import (
-    identification_taxa,
-    resolve_taxa_checks,
-    resolve_taxa_job,
-)
 from observing_pipelines.resources import AppDatabaseResource, GbifResource, WikidataResource
-from observing_pipelines.taxa.resolve import PassReport, ResolveOptions, TaxaResolver
+from observing_pipelines.settings import Settings
+from observing_pipelines.taxa.resolve_taxa import PassReport, ResolveOptions, TaxaResolver
 from observing_pipelines_tests import fakes
 from observing_pipelines_tests.cloud_sql import as_user, copy_of, database_name
-from observing_pipelines_tests.conftest import PROJECT_ROOT, TEST_POLICY
 from observing_pipelines_tests.private_postgres import PrivateCluster, migrated_private_cluster
 from observing_pipelines_tests.services import dagster_env
+from observing_pipelines_tests.support import PROJECT_ROOT, TEST_POLICY, invariant_queries
 from observing_pipelines_tests.test_resolve_taxa import identify, keys, outcome
 
 CLI = Path(sys.executable).with_name("observing-pipelines")
-INVARIANTS = ("self_parent_taxa", "stamps_without_taxon", "stamps_on_unusable_taxa")
 
 # -- a test world: generated names, the answers GBIF's stand-in gives, identifications ---------
 
@@ -131,7 +127,7 @@ class World:
 
     def insert(self, conn: Connection) -> None:
         with conn:
-            app_tables.insert_identifications(conn, self.rows)
+            identifications.insert_identifications(conn, self.rows)
 
     def species_by_name(self) -> dict[str, Species]:
         return {species.name.casefold(): species for species in self.species}
@@ -235,8 +231,8 @@ def assert_consistent(conn: Connection, world: World) -> None:
     )
     assert {uri: key for uri, key, _ in recorded} == stamped
     assert all(same for _, _, same in recorded), "a stamp row disagrees with its identification"
-    for invariant in INVARIANTS:
-        assert app_tables.count_violations(conn, invariant) == 0, invariant
+    for invariant, violations in invariant_queries().items():
+        assert count_rows(conn, violations) == 0, invariant
     duplicated = query(
         conn,
         """
@@ -308,7 +304,7 @@ def add_late_identifications(conn: Connection, world: World, lookups: set[Lookup
             world.expected[uri], world.lookup_of[uri] = world.expected[row.uri], lookup
     world.rows.extend(late)
     with conn:
-        app_tables.insert_identifications(conn, late)
+        identifications.insert_identifications(conn, late)
     return len(late)
 
 
@@ -621,18 +617,18 @@ def test_the_dagster_step_rides_out_a_postgres_restart_through_its_retry_policy(
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("DATABASE_URL", private_db_url)  # run storage and app_db, as deployed
     monkeypatch.setattr(dagster_retry_policy, "random", lambda: 0.0)
-    job = dg.Definitions(
-        assets=[identification_taxa],
-        asset_checks=resolve_taxa_checks,
-        jobs=[resolve_taxa_job],
-        resources={
-            "app_db": AppDatabaseResource(),
-            "gbif": GbifResource(base_url=gbif_server.url_for(""), min_interval_ms=0),
-            "wikidata": WikidataResource(
-                base_url=wikidata_server.url_for("/sparql"), min_interval_ms=0
-            ),
-        },
-        loggers={"console": cloud_logging_logger},
+    job = dg.Definitions.merge(
+        resolve_taxa.definitions(Settings.from_env({})),
+        dg.Definitions(
+            resources={
+                "app_db": AppDatabaseResource(),
+                "gbif": GbifResource(base_url=gbif_server.url_for(""), min_interval_ms=0),
+                "wikidata": WikidataResource(
+                    base_url=wikidata_server.url_for("/sparql"), min_interval_ms=0
+                ),
+            },
+            loggers={"console": cloud_logging_logger},
+        ),
     ).resolve_job_def("resolve_taxa")
 
     with dg.DagsterInstance.from_config(str(home)) as instance:

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from observing_pipelines.clients.gbif import MalformedResponseError, parse_match
+from observing_pipelines.clients.gbif import parse_match
+from observing_pipelines.clients.http import MalformedResponseError
 from observing_pipelines.taxa.matching import judge_match, taxon_rows
 from observing_pipelines.taxa.names import cache_names
 

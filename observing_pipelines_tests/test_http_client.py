@@ -15,8 +15,8 @@ from observing_pipelines.clients.http import (
     UpstreamNotFound,
     parse_retry_after,
 )
-from observing_pipelines_tests.conftest import TEST_POLICY
 from observing_pipelines_tests.fakes import html_error, json_response
+from observing_pipelines_tests.support import TEST_POLICY
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from pathlib import Path
 import hcl2
 import pytest
 
-from observing_pipelines_tests.conftest import PROJECT_ROOT
+from observing_pipelines_tests.support import PROJECT_ROOT
 
 INFRA = PROJECT_ROOT / "infra"
 

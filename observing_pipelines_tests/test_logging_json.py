@@ -12,8 +12,8 @@ from pathlib import Path
 
 from observing_pipelines.log_relay import relay_process_logs
 from observing_pipelines.logging_json import CloudLoggingFormatter, known_secrets
-from observing_pipelines_tests.conftest import PROJECT_ROOT
 from observing_pipelines_tests.services import dagster_env
+from observing_pipelines_tests.support import PROJECT_ROOT
 
 
 def relay(*lines: str, environ=None) -> list[dict]:

@@ -53,6 +53,7 @@ def test_schemas_and_tables(db_url):
         "identification_stamps",
         "taxon_images",
         "taxon_conservation",
+        "taxon_vernacular_names",
         "taxon_changes",
         "job_item_failures",
         "dead_letters",
@@ -175,7 +176,7 @@ def test_migrations_are_idempotent(db_url, admin_url, conn):
     assert migrate.upgrade_all(admin_url, app_mirror=False) == []
     with conn, conn.cursor() as cur:
         cur.execute("SELECT version_num FROM pipelines.alembic_version ORDER BY 1")
-        assert [v for (v,) in cur.fetchall()] == ["p0005"]
+        assert [v for (v,) in cur.fetchall()] == ["p0007"]
 
 
 def test_the_dev_path_mirror_and_all_twice_as_a_superuser(server_url):
@@ -185,7 +186,7 @@ def test_the_dev_path_mirror_and_all_twice_as_a_superuser(server_url):
         assert migrate.upgrade_all(url, app_mirror=True) == []
         assert rows(url, "SELECT version_num FROM pipelines.alembic_version ORDER BY 1") == [
             ("m0003",),
-            ("p0005",),
+            ("p0007",),
         ]
 
 

@@ -20,17 +20,20 @@ from werkzeug import Response
 from observing_pipelines.clients.gbif import GbifClient
 from observing_pipelines.clients.http import UpstreamError
 from observing_pipelines.clients.iucn import IucnClient
-from observing_pipelines.taxa.conservation import ConservationOptions, sync_conservation
-from observing_pipelines.taxa.freshness import FreshnessOptions, check_freshness
-from observing_pipelines.taxa.resolve import ResolveOptions, TaxaResolver
-from observing_pipelines.taxa.thumbnails import ThumbnailOptions, refresh_thumbnails
+from observing_pipelines.taxa.resolve_taxa import ResolveOptions, TaxaResolver
 from observing_pipelines.text import MAX_ERROR, MAX_FIELD
 from observing_pipelines_tests import fakes
-from observing_pipelines_tests.conftest import polite
 from observing_pipelines_tests.fakes import CommonsFile, FakeIucn, iucn_assessment, iucn_taxon
-from observing_pipelines_tests.test_freshness import age_taxa
+from observing_pipelines_tests.support import polite
+from observing_pipelines_tests.test_backbone_freshness import age_taxa, check_freshness
+from observing_pipelines_tests.test_conservation_status import sync_conservation
 from observing_pipelines_tests.test_resolve_taxa import identify, keys
-from observing_pipelines_tests.test_thumbnails import cache_taxa, failures, images
+from observing_pipelines_tests.test_thumbnails import (
+    cache_taxa,
+    failures,
+    images,
+    refresh_thumbnails,
+)
 
 POISON = "Poi\x00son\x07\x1b[31m\x7f\x9b\ud800 \t\n\u202e" + "x" * (3 * MAX_FIELD)
 """NUL, BEL, an ANSI escape, DEL, a C1 control, a lone surrogate, tab and newline, an RTL
@@ -168,7 +171,7 @@ def test_thumbnails_store_poisoned_labels_clean(
     fake_commons.files[file_name] = CommonsFile(
         license=POISON, license_url=f"https://example.org/{POISON}", artist_html=f"<b>{POISON}</b>"
     )
-    report = refresh_thumbnails(conn, wikidata_client, commons_client, ThumbnailOptions())
+    report = refresh_thumbnails(conn, wikidata_client, commons_client)
     assert report.failed == 0
     (row,) = images(conn).values()
     for column in ("file_name", "license_short_name", "license_url", "artist", "wikidata_item"):
@@ -182,7 +185,7 @@ def test_thumbnails_record_poisoned_errors(
     cache_taxa(conn, (101, "Helianthus annuus"))
     fake_wikidata.images[101] = ("Q101", [("Sun.jpg", "preferred")])
     always(commons_server, body, content_type)
-    report = refresh_thumbnails(conn, wikidata_client, commons_client, ThumbnailOptions())
+    report = refresh_thumbnails(conn, wikidata_client, commons_client)
     assert report.failed == 1
     ((_, error),) = failures(conn, "thumbnails").values()
     clean(error, MAX_ERROR)
@@ -195,7 +198,7 @@ def test_conservation_from_gbif_records_poisoned_errors(error_body, conn, gbif_s
     body, content_type = error_body
     cache_taxa(conn, (201, "Gorilla gorilla"))
     always(gbif_server, body, content_type)
-    assert sync_conservation(conn, gbif_client, None, ConservationOptions()).failed == 1
+    assert sync_conservation(conn, gbif_client, None).failed == 1
     ((_, error),) = failures(conn, "conservation_status").values()
     clean(error, MAX_ERROR)
 
@@ -209,7 +212,7 @@ def test_conservation_from_iucn_stores_poisoned_names_clean(conn, iucn_server, g
     iucn.assessments[136250858] = iucn_assessment(136250858, "C\x00R", "2018")
     with polite("iucn", iucn_server.url_for("/api/v4")) as http:
         client = IucnClient(http, "token")
-        report = sync_conservation(conn, gbif_client, client, ConservationOptions())
+        report = sync_conservation(conn, gbif_client, client)
     assert report.failed == 0
     with conn, conn.cursor() as cur:
         cur.execute("SELECT status, category, common_name_en FROM pipelines.taxon_conservation")
@@ -232,7 +235,7 @@ def test_freshness_stores_poisoned_changes_clean(conn, fake_gbif, gbif_client, w
         "EXACT", (5219404, f"Panthera leo{POISON}", "SPECIES"), fakes.PANTHERA_LINEAGE
     )
     fake_gbif.add_key(5219404, renamed)
-    report = check_freshness(conn, gbif_client, FreshnessOptions())
+    report = check_freshness(conn, gbif_client)
     assert report.changed == 1 and report.failed == 0
     with conn, conn.cursor() as cur:
         cur.execute("SELECT new_values::text, reasons FROM pipelines.taxon_changes")
@@ -256,6 +259,6 @@ def test_freshness_records_poisoned_errors(
     age_taxa(conn)
     body, content_type = error_body
     always(gbif_server, body, content_type)
-    assert check_freshness(conn, gbif_client, FreshnessOptions()).failed >= 1
+    assert check_freshness(conn, gbif_client).failed >= 1
     for _, error in failures(conn, "backbone_freshness").values():
         clean(error, MAX_ERROR)

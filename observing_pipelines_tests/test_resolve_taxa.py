@@ -7,16 +7,16 @@ import threading
 import psycopg2
 import pytest
 
-from observing_pipelines.db import app_tables
-from observing_pipelines.db.app_tables import NewIdentification
-from observing_pipelines.taxa.resolve import ResolveOptions, TaxaResolver
+from observing_pipelines.db import identifications
+from observing_pipelines.db.identifications import NewIdentification
+from observing_pipelines.taxa.resolve_taxa import ResolveOptions, TaxaResolver
 from observing_pipelines_tests import fakes
 from observing_pipelines_tests.fakes import match_body
 
 
 def identify(conn, *rows: tuple[str, str | None] | tuple[str, str | None, str | None]) -> list[str]:
     """Insert identifications (name, kingdom[, taxon_id]); returns their URIs in order."""
-    existing = app_tables.count_identifications(conn)
+    existing = identifications.count_identifications(conn)
     new = [
         NewIdentification(
             uri=f"at://did:plc:test/identification/{existing + n}",
@@ -29,7 +29,7 @@ def identify(conn, *rows: tuple[str, str | None] | tuple[str, str | None, str | 
         for n, row in enumerate(rows)
     ]
     with conn:
-        app_tables.insert_identifications(conn, new)
+        identifications.insert_identifications(conn, new)
     return [r.uri for r in new]
 
 
@@ -356,7 +356,7 @@ def test_edited_name_is_resolved_again(conn, world, run_pass):
             "indexed_at = now() WHERE uri = %s",
             (uri,),
         )
-        app_tables.publish_own_writes(conn)
+        identifications.publish_own_writes(conn)
     report = run_pass()
     assert report.rows_reset == 1
     assert keys(conn, [uri]) == [2689422]
@@ -383,7 +383,7 @@ def test_a_pass_with_nothing_to_do_skips_the_whole_table_steps(conn, world, run_
 
     with conn, conn.cursor() as cur:
         cur.execute("DELETE FROM ingester.identifications WHERE uri = %s", (sunflower,))
-        app_tables.publish_own_writes(conn)
+        identifications.publish_own_writes(conn)
     assert run_pass().refreshed
     with conn, conn.cursor() as cur:
         cur.execute("SELECT count(*) FROM ingester.community_ids")
@@ -394,13 +394,13 @@ def test_an_occurrence_arriving_after_its_identification_refreshes_the_view(conn
     """The view joins occurrences: one ingested after its identification (the ingester allows
     that order) must reach `community_ids` at the next pass, though nothing is stamped."""
     with conn:
-        app_tables.insert_identifications(
+        identifications.insert_identifications(
             conn,
             [NewIdentification("at://i/late", "did:plc:a", "at://o/late", "Helianthus annuus")],
         )
     with conn, conn.cursor() as cur:
         cur.execute("DELETE FROM ingester.occurrences")
-        app_tables.publish_own_writes(conn)
+        identifications.publish_own_writes(conn)
     run_pass()
     assert not run_pass().refreshed
     with conn, conn.cursor() as cur:
@@ -408,7 +408,7 @@ def test_an_occurrence_arriving_after_its_identification_refreshes_the_view(conn
             "INSERT INTO ingester.occurrences (uri, cid, did, created_at) "
             "VALUES ('at://o/late', 'cid', 'did:plc:a', now())"
         )
-        app_tables.publish_own_writes(conn)
+        identifications.publish_own_writes(conn)
     assert run_pass().refreshed
     with conn, conn.cursor() as cur:
         cur.execute("SELECT occurrence_uri FROM ingester.community_ids")

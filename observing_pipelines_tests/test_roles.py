@@ -12,7 +12,7 @@ from observing_pipelines.db import migrate
 from observing_pipelines.db.connection import connect
 from observing_pipelines.db.dagster_storage import AppDatabaseDagsterStorage, dagster_storage_url
 from observing_pipelines.db.roles import JOBS_ROLE
-from observing_pipelines.taxa.resolve import ResolveOptions, TaxaResolver
+from observing_pipelines.taxa.resolve_taxa import ResolveOptions, TaxaResolver
 from observing_pipelines_tests import cloud_sql, fakes
 from observing_pipelines_tests.cloud_sql import ADMIN
 from observing_pipelines_tests.test_resolve_taxa import identify, keys
@@ -40,6 +40,7 @@ ALLOWED = {
         "INSERT INTO ingester.taxa (taxon_key, scientific_name, rank, status) "
         "VALUES (1, 'x', 'kingdom', 'ACCEPTED')",
         "UPDATE ingester.taxa SET fetched_at = now()",
+        "UPDATE ingester.taxa SET vernacular_name = 'x'",
         "SELECT pipelines.refresh_community_ids()",
         ADD_FAILURE,
         "DELETE FROM pipelines.resolution_attempts",
@@ -59,6 +60,7 @@ DENIED = {
         "DELETE FROM ingester.identifications",
         "UPDATE ingester.identifications SET scientific_name = 'x'",
         "DELETE FROM ingester.taxa",
+        "UPDATE ingester.taxa SET extinct = true",
         "DELETE FROM ingester.occurrences",
         "REFRESH MATERIALIZED VIEW CONCURRENTLY ingester.community_ids",
         "SELECT count(*) FROM appview.oauth_sessions",

@@ -8,9 +8,10 @@ import pytest
 
 from observing_pipelines.clients.commons import parse_imageinfo, strip_html
 from observing_pipelines.clients.wikidata import parse_bindings, pick_images
-from observing_pipelines.db import app_tables
-from observing_pipelines.db.app_tables import TaxonRow
-from observing_pipelines.taxa.thumbnails import ThumbnailOptions, refresh_thumbnails
+from observing_pipelines.db import taxa
+from observing_pipelines.db.taxa import TaxonRow
+from observing_pipelines.taxa import enrichment
+from observing_pipelines.taxa.thumbnails import Thumbnails, ThumbnailsOptions
 from observing_pipelines_tests.fakes import CommonsFile, json_response
 
 
@@ -20,7 +21,7 @@ def cache_taxa(conn, *keys_and_names, rank="species", status="ACCEPTED"):
         for k, n in keys_and_names
     ]
     with conn:
-        app_tables.upsert_taxa(conn, rows)
+        taxa.upsert_taxa(conn, rows)
 
 
 def images(conn):
@@ -61,8 +62,11 @@ def pictures(fake_wikidata, fake_commons):
     return fake_wikidata
 
 
-def run(conn, wikidata_client, commons_client, **options):
-    return refresh_thumbnails(conn, wikidata_client, commons_client, ThumbnailOptions(**options))
+def refresh_thumbnails(conn, wikidata_client, commons_client, **options):
+    """One thumbnails pass, as its asset runs it."""
+    config = ThumbnailsOptions(**options)
+    job = Thumbnails(wikidata_client, commons_client, config)
+    return enrichment.run(conn, job, config.limit, concurrency=1)
 
 
 def test_first_run_records_every_taxon(
@@ -77,7 +81,7 @@ def test_first_run_records_every_taxon(
         (105, "Lynx lynx"),
     )
     cache_taxa(conn, (900, "A synonym"), status="SYNONYM")
-    report = run(conn, wikidata_client, commons_client)
+    report = refresh_thumbnails(conn, wikidata_client, commons_client)
     rows = images(conn)
     assert {k: r["status"] for k, r in rows.items()} == {
         101: "found",
@@ -119,13 +123,13 @@ def test_second_run_asks_nothing_and_a_due_recheck_changes_nothing(
     conn, pictures, wikidata_client, commons_client
 ):
     cache_taxa(conn, (101, "Panthera leo"), (104, "Nullus"))
-    run(conn, wikidata_client, commons_client)
+    refresh_thumbnails(conn, wikidata_client, commons_client)
     before = images(conn)
-    report = run(conn, wikidata_client, commons_client)
+    report = refresh_thumbnails(conn, wikidata_client, commons_client)
     assert report.seen == 0 and report.http_calls == 0
     with conn, conn.cursor() as cur:
         cur.execute("UPDATE pipelines.taxon_images SET next_check_at = now()")
-    report = run(conn, wikidata_client, commons_client)
+    report = refresh_thumbnails(conn, wikidata_client, commons_client)
     assert (report.seen, report.changed, report.unchanged) == (2, 0, 2)
     after = images(conn)
     assert {k: {c: v for c, v in r.items() if not c.endswith("_at")} for k, r in after.items()} == {
@@ -135,11 +139,11 @@ def test_second_run_asks_nothing_and_a_due_recheck_changes_nothing(
 
 def test_new_taxa_come_before_stale_ones(conn, pictures, wikidata_client, commons_client):
     cache_taxa(conn, (101, "Panthera leo"))
-    run(conn, wikidata_client, commons_client)
+    refresh_thumbnails(conn, wikidata_client, commons_client)
     with conn, conn.cursor() as cur:
         cur.execute("UPDATE pipelines.taxon_images SET next_check_at = now()")
     cache_taxa(conn, (104, "Nullus"))
-    report = run(conn, wikidata_client, commons_client, limit=1)
+    report = refresh_thumbnails(conn, wikidata_client, commons_client, limit=1)
     assert report.seen == 1 and 104 in images(conn)
 
 
@@ -151,11 +155,13 @@ def test_upstream_failures_are_recorded_and_back_off(
     wikidata_server.expect_request("/sparql").respond_with_response(
         json_response({"error": "slow down"}, 429, {"Retry-After": "1"})
     )
-    report = run(conn, wikidata_client, commons_client)
+    report = refresh_thumbnails(conn, wikidata_client, commons_client)
     assert report.failed == 2 and images(conn) == {}
     recorded = failures(conn, "thumbnails")
     assert set(recorded) == {101, 104} and all("HTTP 429" in e for _, e in recorded.values())
-    assert run(conn, wikidata_client, commons_client).seen == 0  # backing off, not asked again
+    assert (
+        refresh_thumbnails(conn, wikidata_client, commons_client).seen == 0
+    )  # backing off, not asked again
 
 
 def test_garbage_from_commons_is_a_recorded_failure(
@@ -166,7 +172,7 @@ def test_garbage_from_commons_is_a_recorded_failure(
     commons_server.expect_request("/w/api.php").respond_with_data(
         "<html>oops</html>", content_type="text/html"
     )
-    report = run(conn, wikidata_client, commons_client)
+    report = refresh_thumbnails(conn, wikidata_client, commons_client)
     assert report.failed == 1 and "unreadable body" in failures(conn, "thumbnails")[101][1]
 
 
@@ -214,7 +220,7 @@ def test_sparql_recording_parses(shared_fixtures):
 
 @pytest.mark.parametrize("body", [None, [], {"results": []}, {"results": {"bindings": "x"}}])
 def test_malformed_sparql_is_an_error(body):
-    from observing_pipelines.clients.gbif import MalformedResponseError
+    from observing_pipelines.clients.http import MalformedResponseError
 
     with pytest.raises(MalformedResponseError):
         parse_bindings(body, ["x"])

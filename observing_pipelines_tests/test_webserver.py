@@ -27,7 +27,6 @@ import requests
 
 from observing_pipelines.db.roles import JOBS_ROLE
 from observing_pipelines_tests.cloud_sql import as_user, rows
-from observing_pipelines_tests.conftest import PROJECT_ROOT
 from observing_pipelines_tests.private_postgres import PrivateCluster, migrated_private_cluster
 from observing_pipelines_tests.services import (
     alive,
@@ -37,6 +36,7 @@ from observing_pipelines_tests.services import (
     process_tree,
     wait_for,
 )
+from observing_pipelines_tests.support import PROJECT_ROOT
 
 LAUNCH = (
     'mutation { launchRun(executionParams: {selector: {jobName: "resolve_taxa", '

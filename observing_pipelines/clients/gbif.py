@@ -1,7 +1,9 @@
-"""GBIF species API: the v2 name matcher, parsed into typed records at the edge.
+"""GBIF species API, parsed into typed records at the edge.
 
-Only `/v2/species/match` is used, as today's resolver does: by `scientificName` (+ `kingdom`) and
-by `usageKey`. Raw JSON stops here; above this module nothing indexes into API dictionaries.
+The v2 matcher (`/v2/species/match`, as today's resolver uses it: by `scientificName` +
+`kingdom`, and by `usageKey`), and three v1 reads by key: the Red List category, the usage's
+own vernacular name and its paged list of vernacular names. Raw JSON stops here; above this
+module nothing indexes into API dictionaries.
 """
 
 from __future__ import annotations
@@ -134,6 +136,54 @@ def parse_red_list_category(body: Any) -> RedListCategory:
     )
 
 
+@dataclass(frozen=True)
+class VernacularName:
+    """One entry of `/v1/species/{key}/vernacularNames`; `language` is ISO 639-2/3 or None."""
+
+    name: str
+    language: str | None
+    source: str | None
+    country: str | None
+    preferred: bool
+
+
+@dataclass(frozen=True)
+class VernacularPage:
+    names: tuple[VernacularName, ...]
+    received: int
+    end_of_records: bool
+
+
+def parse_vernacular_page(body: Any) -> VernacularPage:
+    """One page of `/v1/species/{key}/vernacularNames`. Entries without a name are dropped;
+    a body without its `results` list or its `endOfRecords` flag (a truncated or foreign
+    answer) raises `MalformedResponseError`, so a taxon is never saved with half its names."""
+    if not isinstance(body, dict):
+        raise MalformedResponseError(SERVICE, "vernacularNames answer is not an object")
+    results, end = body.get("results"), body.get("endOfRecords")
+    if not isinstance(results, list) or not isinstance(end, bool):
+        raise MalformedResponseError(
+            SERVICE, "vernacularNames answer has no results list or no endOfRecords flag"
+        )
+    names = tuple(
+        VernacularName(
+            name=name,
+            language=storable_or_none(entry.get("language"), 16),
+            source=storable_or_none(entry.get("source")),
+            country=storable_or_none(entry.get("country"), 16),
+            preferred=entry.get("preferred") is True,
+        )
+        for entry in results
+        if isinstance(entry, dict) and (name := storable_or_none(entry.get("vernacularName")))
+    )
+    return VernacularPage(names, len(results), end)
+
+
+VERNACULAR_PAGE_SIZE = 100
+MAX_VERNACULAR_PAGES = 50
+"""5,000 names: the most-named taxa have a few hundred. A list that goes on is an error."""
+
+
 class GbifClient:
     """The calls `resolve_taxa` makes, answering typed `GbifMatch` records."""
 
@@ -155,6 +205,38 @@ class GbifClient:
         (recorded and retried with backoff), not "not assessed"."""
         return parse_red_list_category(
             self.http.request_json("GET", f"/v1/species/{key}/iucnRedListCategory")
+        )
+
+    def vernacular_name(self, key: int) -> str | None:
+        """The usage's own `vernacularName` (`/v1/species/{key}`), the name GBIF shows first."""
+        body = self.http.request_json("GET", f"/v1/species/{key}")
+        if not isinstance(body, dict):
+            raise MalformedResponseError(SERVICE, "species answer is not an object")
+        return storable_or_none(body.get("vernacularName"))
+
+    def vernacular_names(self, key: int) -> list[VernacularName]:
+        """Every vernacular name GBIF holds for the usage, all pages, in GBIF's order."""
+        names: list[VernacularName] = []
+        for page_number in range(MAX_VERNACULAR_PAGES):
+            page = parse_vernacular_page(
+                self.http.request_json(
+                    "GET",
+                    f"/v1/species/{key}/vernacularNames",
+                    params={
+                        "offset": page_number * VERNACULAR_PAGE_SIZE,
+                        "limit": VERNACULAR_PAGE_SIZE,
+                    },
+                )
+            )
+            names.extend(page.names)
+            if page.end_of_records:
+                return names
+            if page.received == 0:
+                raise MalformedResponseError(
+                    SERVICE, "vernacularNames page is empty but not the last one"
+                )
+        raise MalformedResponseError(
+            SERVICE, f"vernacularNames did not end after {MAX_VERNACULAR_PAGES} pages"
         )
 
     def _match(self, params: dict[str, str | int]) -> GbifMatch:

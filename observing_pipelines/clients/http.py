@@ -37,7 +37,7 @@ from tenacity import (
 
 from observing_pipelines.text import storable
 
-log = logging.getLogger("observing_pipelines.http")
+log = logging.getLogger(__name__)
 
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 MAX_ERROR_SNIPPET = 200
@@ -246,10 +246,9 @@ class PoliteHttpClient:
 
     def _wait(self, state: RetryCallState) -> float:
         error = state.outcome.exception() if state.outcome else None
-        retry_after = getattr(error, "retry_after", None)
-        if retry_after is not None:
-            return retry_after
-        return self._backoff(state)
+        if isinstance(error, RetryableError) and error.retry_after is not None:
+            return error.retry_after
+        return float(self._backoff(state))
 
     def _log_retry(self, state: RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome else None

@@ -106,3 +106,18 @@ def connect(url: str, *, statement_timeout_ms: int = 0) -> Iterator[psycopg2.ext
         yield conn
     finally:
         conn.close()
+
+
+def fetch_count(cur: psycopg2.extensions.cursor) -> int:
+    """The one number a `SELECT count(*)`-like statement just returned."""
+    row = cur.fetchone()
+    if row is None:
+        raise RuntimeError(f"no row from {cur.query!r}")
+    return int(row[0])
+
+
+def count_rows(conn: psycopg2.extensions.connection, query: str) -> int:
+    """How many rows `query` returns (an invariant's violations, for its asset check)."""
+    with conn.cursor() as cur:
+        cur.execute(f"SELECT count(*) FROM ({query}) v")
+        return fetch_count(cur)

@@ -158,7 +158,7 @@ class AppDatabaseDagsterStorage(DagsterPostgresStorage):
         self._run_storage = _RunStorage(postgres_url, should_autocreate_tables, pool)
         self._event_log_storage = _EventLogStorage(postgres_url, should_autocreate_tables, pool)
         self._schedule_storage = _ScheduleStorage(postgres_url, should_autocreate_tables, pool)
-        super(DagsterPostgresStorage, self).__init__()  # past its __init__, to DagsterStorage's
+        super(DagsterPostgresStorage, self).__init__()  # type: ignore[no-untyped-call]  # past its __init__, to DagsterStorage's (untyped)
 
     @classmethod
     def config_type(cls) -> dict[str, Field]:

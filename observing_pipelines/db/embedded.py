@@ -14,7 +14,7 @@ import signal
 import time
 from pathlib import Path
 
-log = logging.getLogger("observing_pipelines.embedded")
+log = logging.getLogger(__name__)
 
 DATABASE_NAME = "observing"
 
@@ -24,10 +24,10 @@ def start_embedded_postgres(pgdata: Path, *, keep_running: bool = True) -> str:
 
     With `keep_running=False` the server stops when this process exits (the tests' choice).
     """
-    import pgserver  # imported here: only development needs it
+    from pgserver.postgres_server import get_server  # only development needs it
 
     pgdata.mkdir(parents=True, exist_ok=True)
-    server = pgserver.get_server(pgdata.resolve(), cleanup_mode=None if keep_running else "stop")
+    server = get_server(pgdata.resolve(), cleanup_mode=None if keep_running else "stop")
     exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE_NAME}';")
     if "(0 rows)" in exists:
         server.psql(f"CREATE DATABASE {DATABASE_NAME};")

@@ -34,7 +34,9 @@ from psycopg2.extensions import connection as Connection
 from psycopg2.extensions import cursor as Cursor
 from psycopg2.extensions import encrypt_password
 
-log = logging.getLogger("observing_pipelines.roles")
+from observing_pipelines.db.taxa import TAXA_WRITTEN_COLUMNS
+
+log = logging.getLogger(__name__)
 
 JOBS_ROLE = "jobs_runtime"
 APP_READER_ROLE = "appview_runtime"
@@ -49,14 +51,16 @@ _REFRESH_SIGNATURE = "pipelines.refresh_community_ids()"
 _REFRESH_BODY = "\nBEGIN\n    REFRESH MATERIALIZED VIEW CONCURRENTLY ingester.community_ids;\nEND\n"
 _REFRESH_CONFIG = ["search_path=pg_catalog"]
 
-# What the jobs do with the app's tables: read the work and the cache, stamp keys, keep the cache.
+# What the jobs do with the app's tables: read the work and the cache, stamp keys, keep the cache
+# (every column `taxa.upsert_taxa` writes, and the vernacular name vernacular_names writes; never
+# `extinct`), and nothing else.
 _APP_GRANTS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("identifications", "SELECT", ()),
     ("identifications", "UPDATE", ("accepted_taxon_key", "indexed_at")),
     ("occurrences", "SELECT", ()),
     ("taxa", "SELECT", ()),
     ("taxa", "INSERT", ()),
-    ("taxa", "UPDATE", ()),
+    ("taxa", "UPDATE", (*TAXA_WRITTEN_COLUMNS, "vernacular_name")),
 )
 
 
@@ -276,6 +280,14 @@ def _app_tables(work: RoleWork) -> None:
             sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(sql.Identifier(_APP_SCHEMA), jobs)
         )
     for table, privilege, columns in _APP_GRANTS:
+        if columns and _holds(work, table, privilege, ()):
+            # Granted on the whole table by an older migrate: narrowed to the columns (revoking
+            # the table's privilege revokes its columns' too, so the grant below follows).
+            work.run(
+                sql.SQL("REVOKE {} ON {} FROM {}").format(
+                    sql.SQL(privilege), sql.Identifier(_APP_SCHEMA, table), jobs
+                )
+            )
         if not _holds(work, table, privilege, columns):
             work.run(
                 sql.SQL("GRANT {}{} ON {} TO {}").format(

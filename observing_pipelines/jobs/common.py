@@ -1,9 +1,10 @@
-"""Wiring every job module shares: retry policy, schedules, run metadata, invariant checks,
-the JSON console logger."""
+"""Wiring every job module shares: a job's definitions from its spec (job, schedule), retry
+policy, the enrichment engine's run as an asset, run metadata, invariant checks, the JSON
+console logger."""
 
 import logging
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -14,9 +15,12 @@ from dagster._core.definitions.unresolved_asset_job_definition import (
 )
 from pydantic import ModelWrapValidatorHandler, ValidationError, model_validator
 
-from observing_pipelines.db import app_tables
+from observing_pipelines.db.connection import count_rows
 from observing_pipelines.logging_json import CloudLoggingFormatter
 from observing_pipelines.resources import AppDatabaseResource
+from observing_pipelines.settings import Settings, cron_variable
+from observing_pipelines.taxa import enrichment
+from observing_pipelines.taxa.enrichment import Enrichment, JobSpec
 
 RUN_MILESTONES = frozenset(
     {
@@ -137,8 +141,6 @@ def retry_policy(delay_seconds: int) -> dg.RetryPolicy:
 
 
 JOB_TAG = "observing/job"
-
-
 MAX_RUNTIME_TAG = "dagster/max_runtime"
 
 
@@ -162,18 +164,42 @@ def asset_job(
     )
 
 
-def schedule(
-    name: str, job: UnresolvedAssetJobDefinition, cron: str, timezone: str, description: str
-) -> dg.ScheduleDefinition:
-    """A schedule that is on by default: the daemon replaces Cloud Scheduler."""
-    return dg.ScheduleDefinition(
-        name=name,
+def job_definitions(
+    settings: Settings,
+    spec: JobSpec,
+    asset: dg.AssetsDefinition,
+    max_runtime: timedelta,
+    description: str,
+    checks: Sequence[dg.AssetChecksDefinition] = (),
+) -> dg.Definitions:
+    """One job's part of the code location: its asset and checks, its job (named after the
+    spec) and its schedule `<job>_schedule`, on by default (the daemon replaces Cloud
+    Scheduler), at `<JOB>_CRON` or the spec's cron."""
+    job = asset_job(spec.name, asset, max_runtime, description)
+    schedule = dg.ScheduleDefinition(
+        name=f"{spec.name}_schedule",
         job=job,
-        cron_schedule=cron,
-        execution_timezone=timezone,
+        cron_schedule=settings.cron(spec.name, spec.cron),
+        execution_timezone=settings.schedule_timezone,
         default_status=dg.DefaultScheduleStatus.RUNNING,
-        description=description,
+        description=f"{description} Cron: {cron_variable(spec.name)}, default {spec.cron!r}.",
     )
+    return dg.Definitions(
+        assets=[asset], asset_checks=list(checks), jobs=[job], schedules=[schedule]
+    )
+
+
+def run_enrichment(
+    app_db: AppDatabaseResource,
+    job: Enrichment[Any, Any],
+    limit: int,
+    concurrency: int,
+    **extra: Any,
+) -> dg.MaterializeResult:
+    """One pass of an enrichment job on the engine, as the asset page shows it."""
+    with app_db.connect() as conn:
+        report = enrichment.run(conn, job, limit, concurrency)
+    return materialize_result(report.metadata(), report.failures, **extra)
 
 
 def materialize_result(
@@ -186,20 +212,30 @@ def materialize_result(
     return dg.MaterializeResult(metadata=values)
 
 
+VIOLATIONS_QUERY = "violations_query"
+
+
 def invariant_check(
     asset: dg.AssetsDefinition,
-    invariant: str,
+    name: str,
+    violations: str,
     description: str,
     severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR,
 ) -> dg.AssetChecksDefinition:
-    """An asset check passing when no row breaks `app_tables.INVARIANTS[invariant]`."""
+    """An asset check passing when the query `violations` returns no row (the query shows on
+    the check's page as `VIOLATIONS_QUERY`)."""
 
-    @dg.asset_check(asset=asset, name=invariant, description=description)
+    @dg.asset_check(
+        asset=asset,
+        name=name,
+        description=description,
+        metadata={VIOLATIONS_QUERY: " ".join(violations.split())},
+    )
     def check(app_db: AppDatabaseResource) -> dg.AssetCheckResult:
         with app_db.connect() as conn:
-            violations = app_tables.count_violations(conn, invariant)
+            found = count_rows(conn, violations)
         return dg.AssetCheckResult(
-            passed=violations == 0, severity=severity, metadata={"violations": violations}
+            passed=found == 0, severity=severity, metadata={"violations": found}
         )
 
     return check

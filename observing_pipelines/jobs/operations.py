@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import dagster as dg
 
-from observing_pipelines.db import state
+from observing_pipelines.db import dead_letters
 from observing_pipelines.logging_json import event_logger, root_cause
 from observing_pipelines.resources import AppDatabaseResource
 
@@ -64,7 +64,7 @@ def dead_letter_sensor(context: dg.RunFailureSensorContext, app_db: AppDatabaseR
         return
     letter = dead_letter(context)
     with app_db.connect() as conn, conn:
-        recorded = state.record_dead_letter(
+        recorded = dead_letters.record_dead_letter(
             conn,
             run_id=run.run_id,
             job_name=run.job_name,

@@ -1,6 +1,6 @@
 """resolve_taxa in Dagster: the asset, its job, its schedule, its retry policy and checks.
 
-Wiring only; the pass itself is `taxa.resolve.TaxaResolver`, which the `resolve-taxa` command
+Wiring only; the pass itself is `taxa.resolve_taxa.TaxaResolver`, which the `resolve-taxa` command
 runs too. The asset stands for "identifications stamped with accepted GBIF keys, and the
 `community_ids` view refreshed from them".
 """
@@ -12,30 +12,27 @@ import dagster as dg
 from observing_pipelines import inputs
 from observing_pipelines.jobs.common import (
     JobConfig,
-    asset_job,
     invariant_check,
+    job_definitions,
     materialize_result,
     retry_policy,
-    schedule,
 )
 from observing_pipelines.resources import AppDatabaseResource, GbifResource, WikidataResource
-from observing_pipelines.taxa.resolve import ResolveOptions, TaxaResolver, forget_answers
+from observing_pipelines.settings import Settings
+from observing_pipelines.taxa.resolve_taxa import (
+    SPEC,
+    ResolveOptions,
+    ResolveTaxaOptions,
+    TaxaResolver,
+    forget_answers,
+)
 
 KINGDOMS = dg.StaticPartitionsDefinition(list(inputs.KINGDOMS))
 """The partitions of "backfill kingdom Y"."""
 
 
-class ResolveTaxaConfig(JobConfig):
-    dry_run: bool = False
-    """Enumerate and consult the caches only: no HTTP call, no write, no refresh."""
-    limit: inputs.Limit | None = None
-    """Ask GBIF about at most this many names (and as many taxonIDs) per pass."""
-    kingdom: inputs.Kingdom | None = None
-    """Only identifications of this kingdom (one of GBIF's, e.g. Plantae)."""
-    names: inputs.Names = []
-    """Re-resolve these names: forget their cached answers and stamps, ask GBIF afresh."""
-    taxon_keys: inputs.TaxonKeys = []
-    """Re-resolve the identifications stamped with these GBIF keys, likewise."""
+class ResolveTaxaConfig(JobConfig, ResolveTaxaOptions):
+    """The pass's options (`ResolveTaxaOptions`), from the launchpad."""
 
 
 def _resolve(
@@ -51,8 +48,7 @@ def _resolve(
         if (config.names or config.taxon_keys) and not config.dry_run:
             forced = forget_answers(conn, config.names, config.taxon_keys)
         options = ResolveOptions(
-            dry_run=config.dry_run,
-            limit=config.limit,
+            **config.model_dump(exclude={"kingdom"}),
             kingdom=kingdom,
             max_concurrency=gbif.max_concurrency,
             force_names=forced,
@@ -103,29 +99,34 @@ def identification_taxa_by_kingdom(
 
 
 resolve_taxa_checks = [
-    invariant_check(identification_taxa, "self_parent_taxa", "No cached taxon is its own parent."),
+    invariant_check(
+        identification_taxa,
+        "self_parent_taxa",
+        "SELECT 1 FROM ingester.taxa WHERE parent_key = taxon_key",
+        "No cached taxon is its own parent.",
+    ),
     invariant_check(
         identification_taxa,
         "stamps_without_taxon",
+        """SELECT 1 FROM pipelines.identification_stamps s
+        LEFT JOIN ingester.taxa t ON t.taxon_key = s.accepted_taxon_key
+        WHERE t.taxon_key IS NULL""",
         "Every key we stamped on an identification has its row in ingester.taxa.",
     ),
 ]
 
-# A pass asks GBIF about 36,000 names an hour at 10 requests a second: three hours take a
-# 100,000-name backlog; a longer one goes on where the failed run's saved batches end.
-resolve_taxa_job = asset_job(
-    "resolve_taxa",
-    identification_taxa,
-    timedelta(hours=3),
-    "Resolve identification names and taxonIDs to GBIF keys (today's Rust binary).",
-)
 
-
-def resolve_taxa_schedule(cron: str, timezone: str) -> dg.ScheduleDefinition:
-    return schedule(
-        "resolve_taxa_every_5_minutes",
-        resolve_taxa_job,
-        cron,
-        timezone,
-        "Today's cadence (Cloud Scheduler fired the binary every 5 minutes).",
+def definitions(settings: Settings) -> dg.Definitions:
+    # A pass asks GBIF about 36,000 names an hour at 10 requests a second: three hours take a
+    # 100,000-name backlog; a longer one goes on where the failed run's saved batches end.
+    return dg.Definitions.merge(
+        job_definitions(
+            settings,
+            SPEC,
+            identification_taxa,
+            max_runtime=timedelta(hours=3),
+            description="Resolve identification names and taxonIDs to GBIF keys.",
+            checks=resolve_taxa_checks,
+        ),
+        dg.Definitions(assets=[identification_taxa_by_kingdom]),
     )

@@ -1,30 +1,24 @@
-"""Taxon thumbnails from Wikidata (P18) and Commons, daily."""
+"""thumbnails: a picture per cached taxon from Wikidata (P18) and Commons, daily."""
 
 from datetime import timedelta
 
 import dagster as dg
 
-from observing_pipelines import inputs
 from observing_pipelines.jobs.common import (
     JobConfig,
-    asset_job,
     invariant_check,
-    materialize_result,
+    job_definitions,
     retry_policy,
-    schedule,
+    run_enrichment,
 )
 from observing_pipelines.jobs.resolve_taxa import identification_taxa
 from observing_pipelines.resources import AppDatabaseResource, CommonsResource, WikidataResource
-from observing_pipelines.taxa.thumbnails import ThumbnailOptions, refresh_thumbnails
+from observing_pipelines.settings import Settings
+from observing_pipelines.taxa.thumbnails import SPEC, Thumbnails, ThumbnailsOptions
 
 
-class ThumbnailsConfig(JobConfig):
-    limit: inputs.Limit = 500
-    """Taxa per run (new first, then the stalest)."""
-    small_width: inputs.CommonsWidth = 120
-    """Search-result thumbnail width; must be a Commons standard width."""
-    large_width: inputs.CommonsWidth = 960
-    """Detail-page thumbnail width; must be a Commons standard width."""
+class ThumbnailsConfig(JobConfig, ThumbnailsOptions):
+    """The pass's options (`ThumbnailsOptions`), from the launchpad."""
 
 
 @dg.asset(
@@ -42,24 +36,26 @@ def taxon_images(
     wikidata: WikidataResource,
     commons: CommonsResource,
 ) -> dg.MaterializeResult:
-    options = ThumbnailOptions(config.limit, config.small_width, config.large_width)
-    with app_db.connect() as conn:
-        report = refresh_thumbnails(conn, wikidata.get_client(), commons.get_client(), options)
-    return materialize_result(report.metadata(), report.failures)
+    job = Thumbnails(wikidata.get_client(), commons.get_client(), config)
+    return run_enrichment(app_db, job, config.limit, concurrency=1)  # a query per chunk
 
 
-thumbnails_checks = [
-    invariant_check(
+def definitions(settings: Settings) -> dg.Definitions:
+    # 500 taxa: five WDQS queries and a few dozen Commons requests, a minute or two.
+    return job_definitions(
+        settings,
+        SPEC,
         taxon_images,
-        "images_without_licence_or_thumbnail",
-        "Every found image has both thumbnails and a licence name to credit.",
-        dg.AssetCheckSeverity.WARN,
+        max_runtime=timedelta(hours=1),
+        description="Refresh taxon pictures.",
+        checks=[
+            invariant_check(
+                taxon_images,
+                "images_without_licence_or_thumbnail",
+                "SELECT 1 FROM pipelines.taxon_images WHERE status = 'found' "
+                "AND (thumb_small_url IS NULL OR license_short_name IS NULL)",
+                "Every found image has both thumbnails and a licence name to credit.",
+                dg.AssetCheckSeverity.WARN,
+            )
+        ],
     )
-]
-
-# 500 taxa: five WDQS queries and a few dozen Commons requests, a minute or two.
-thumbnails_job = asset_job("thumbnails", taxon_images, timedelta(hours=1))
-
-
-def thumbnails_schedule(cron: str, timezone: str) -> dg.ScheduleDefinition:
-    return schedule("thumbnails_daily", thumbnails_job, cron, timezone, "Refresh taxon pictures.")

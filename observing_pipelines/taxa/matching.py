@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from observing_pipelines.clients.gbif import ClassificationEntry, GbifMatch, NameUsage
-from observing_pipelines.db.app_tables import TaxonRow
-from observing_pipelines.db.state import Outcome
+from observing_pipelines.db.resolution_attempts import Outcome
+from observing_pipelines.db.taxa import TaxonRow
 from observing_pipelines.taxa.names import normalise_name
 
 RANK_COLUMNS = ("kingdom", "phylum", "class", "order", "family", "genus", "species")

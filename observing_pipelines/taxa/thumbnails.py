@@ -4,89 +4,119 @@ Per chunk of taxa (new ones first, then the stalest): one SPARQL query finds the
 their best-ranked P18 (preferred, then normal; never deprecated), then Commons `imageinfo` gives
 thumbnail URLs at the two standard widths the app shows (search results and detail page), the
 original, licence, artist and file page. One row per taxon; a taxon without item or image is
-recorded as such and looked at again after `RECHECK_MISSING`, not every run.
+recorded as such and looked at again after `recheck_missing`, not every run.
 """
 
 from __future__ import annotations
 
-import logging
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
+from typing import Literal
 
-from psycopg2.extensions import connection as Connection
-
+from observing_pipelines import inputs
 from observing_pipelines.clients.commons import CommonsClient, CommonsImage
-from observing_pipelines.clients.http import UpstreamError
 from observing_pipelines.clients.wikidata import TaxonImage, WikidataClient
-from observing_pipelines.db import app_tables, state
-from observing_pipelines.db.state import TaxonImageRow
-from observing_pipelines.taxa.report import SyncReport
+from observing_pipelines.db.item_failures import PriorFailure
+from observing_pipelines.db.taxa import DueTaxon
+from observing_pipelines.taxa.backoff import Backoff
+from observing_pipelines.taxa.enrichment import (
+    Failed,
+    JobOptions,
+    JobSpec,
+    TableEnrichment,
+    guarded,
+)
 
-log = logging.getLogger("observing_pipelines.thumbnails")
+SPEC = JobSpec(
+    name="thumbnails",
+    cron="30 3 * * *",
+    retry=Backoff(first=timedelta(hours=6), cap=timedelta(days=7)),
+    recheck=timedelta(days=30),
+    recheck_missing=timedelta(days=14),
+)
 
-JOB = "thumbnails"
-CHUNK = 100
-RECHECK_FOUND = timedelta(days=30)
-RECHECK_MISSING = timedelta(days=14)
-RETRY_FIRST, RETRY_CAP = timedelta(hours=6), timedelta(days=7)
+
+class ThumbnailsOptions(JobOptions):
+    limit: inputs.Limit = 500
+    """Taxa per run (new first, then the stalest)."""
+    small_width: inputs.CommonsWidth = 120
+    """Search-result thumbnail width (the app shows 100 px); a Commons standard width."""
+    large_width: inputs.CommonsWidth = 960
+    """Detail-page thumbnail width (the app shows 600 px); a Commons standard width."""
 
 
 @dataclass(frozen=True)
-class ThumbnailOptions:
-    limit: int = 500
-    small_width: int = 120  # search results show 100 px: the next standard step
-    large_width: int = 960  # the detail page shows 600 px: the next standard step
+class TaxonImageRow:
+    """One row of `pipelines.taxon_images` (without its timestamps)."""
+
+    taxon_key: int
+    status: Literal["found", "no_item", "no_image", "file_missing"]
+    wikidata_item: str | None = None
+    file_name: str | None = None
+    thumb_small_url: str | None = None
+    thumb_small_width: int | None = None
+    thumb_large_url: str | None = None
+    thumb_large_width: int | None = None
+    original_url: str | None = None
+    file_page_url: str | None = None
+    license_short_name: str | None = None
+    license_url: str | None = None
+    artist: str | None = None
+    attribution_required: bool | None = None
+
+    @property
+    def found(self) -> bool:
+        return self.status == "found"
 
 
-def refresh_thumbnails(
-    conn: Connection, wikidata: WikidataClient, commons: CommonsClient, options: ThumbnailOptions
-) -> SyncReport:
-    report = SyncReport(extra={"with_image": 0})
-    calls_before = wikidata.http.calls + commons.http.calls
-    with conn:
-        due = app_tables.taxa_due(conn, "taxon_images", JOB, options.limit)
-    report.seen = len(due)
-    log.info("Thumbnails: %d taxa due", len(due))
-    for start in range(0, len(due), CHUNK):
-        keys = [taxon.taxon_key for taxon in due[start : start + CHUNK]]
-        try:
-            rows = _look_up(keys, wikidata, commons, options)
-        except UpstreamError as error:
-            log.warning("Thumbnail lookup failed for %d taxa: %s", len(keys), error)
-            for key in keys:
-                report.fail(f"taxon {key}", str(error))
-            with conn:
-                state.record_failures(
-                    conn, JOB, [(k, str(error)) for k in keys], RETRY_FIRST, RETRY_CAP
-                )
-            continue
-        with conn:
-            before = state.load_results(conn, TaxonImageRow, keys)
-            state.save_results(
-                conn,
-                [
-                    (row, RECHECK_FOUND if row.status == "found" else RECHECK_MISSING)
-                    for row in rows
-                ],
-            )
-            state.clear_failures(conn, JOB, keys)
-        for row in rows:
-            if before.get(row.taxon_key) == row:
-                report.unchanged += 1
-            else:
-                report.changed += 1
-        report.extra["with_image"] += sum(row.status == "found" for row in rows)
-    return report.finish(wikidata.http.calls + commons.http.calls - calls_before)
+class Thumbnails(TableEnrichment[TaxonImageRow]):
+    spec = SPEC
+    table = "taxon_images"
+    row_type = TaxonImageRow
+    counters = ("with_image",)
 
+    def __init__(
+        self, wikidata: WikidataClient, commons: CommonsClient, options: ThumbnailsOptions
+    ) -> None:
+        super().__init__(wikidata, commons)
+        self.wikidata, self.commons, self.options = wikidata, commons, options
 
-def _look_up(
-    keys: list[int], wikidata: WikidataClient, commons: CommonsClient, options: ThumbnailOptions
-) -> list[TaxonImageRow]:
-    items = wikidata.images_for_gbif_keys(keys)
-    files = sorted({item.file_name for item in items.values() if item.file_name})
-    large = commons.image_infos(files, options.large_width, with_metadata=True) if files else {}
-    small = commons.image_infos(files, options.small_width, with_metadata=False) if files else {}
-    return [_row(key, items.get(key), large, small) for key in keys]
+    def look_up(self, item: DueTaxon, prior: PriorFailure | None) -> TaxonImageRow:
+        items, large, small = self._images([item.taxon_key])
+        return _row(item.taxon_key, items.get(item.taxon_key), large, small)
+
+    def look_up_chunk(
+        self, chunk: Sequence[DueTaxon], priors: Mapping[int, PriorFailure], pool: Executor
+    ) -> list[TaxonImageRow | Failed]:
+        """One SPARQL query and two Commons requests for the whole chunk (WDQS and Commons
+        ask batch clients for few requests, one at a time); if they fail, every taxon of the
+        chunk has failed, and a row that cannot be made fails alone."""
+        keys = [taxon.taxon_key for taxon in chunk]
+        images = guarded(lambda: self._images(keys), f"{len(keys)} taxa")
+        if isinstance(images, Failed):
+            return [images] * len(keys)
+        items, large, small = images
+        return [
+            guarded(partial(_row, key, items.get(key), large, small), f"taxon {key}")
+            for key in keys
+        ]
+
+    def counts(self, row: TaxonImageRow) -> Iterable[str]:
+        return ("with_image",) if row.found else ()
+
+    def _images(
+        self, keys: list[int]
+    ) -> tuple[dict[int, TaxonImage], dict[str, CommonsImage], dict[str, CommonsImage]]:
+        items = self.wikidata.images_for_gbif_keys(keys)
+        files = sorted({item.file_name for item in items.values() if item.file_name})
+        if not files:
+            return items, {}, {}
+        large = self.commons.image_infos(files, self.options.large_width, with_metadata=True)
+        small = self.commons.image_infos(files, self.options.small_width, with_metadata=False)
+        return items, large, small
 
 
 def _row(

@@ -1,6 +1,6 @@
 """The partial index on unstamped identifications that the app lacks (recommended upstream).
 
-Both work queries of a pass (`app_tables.pending_name_pairs` and `pending_taxon_ids`) ask for
+Both work queries of a pass (`identifications.pending_name_pairs` and `pending_taxon_ids`) ask for
 `accepted_taxon_key IS NULL`. Without an index they read the whole table on every pass; with
 this one they read only the rows still waiting, which in steady state are the few names GBIF
 cannot match. The README ("Recommended index") gives the same statement for production, with

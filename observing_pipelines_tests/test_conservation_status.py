@@ -10,12 +10,22 @@ import pytest
 from observing_pipelines.clients.gbif import parse_red_list_category
 from observing_pipelines.clients.http import PoliteHttpClient
 from observing_pipelines.clients.iucn import IucnClient, parse_assessment, parse_taxon
-from observing_pipelines.taxa.conservation import ConservationOptions, sync_conservation
-from observing_pipelines_tests.conftest import TEST_POLICY
+from observing_pipelines.taxa import enrichment
+from observing_pipelines.taxa.conservation_status import (
+    ConservationStatus,
+    ConservationStatusOptions,
+)
 from observing_pipelines_tests.fakes import FakeIucn, iucn_assessment, iucn_taxon
+from observing_pipelines_tests.support import TEST_POLICY
 from observing_pipelines_tests.test_thumbnails import cache_taxa, failures
 
 TOKEN = "iucn-secret-token-0123456789"
+
+
+def sync_conservation(conn, gbif_client, iucn_client, **options):
+    """One conservation_status pass, as its asset runs it."""
+    config = ConservationStatusOptions(**options)
+    return enrichment.run(conn, ConservationStatus(gbif_client, iucn_client), config.limit, 2)
 
 
 def statuses(conn):
@@ -78,7 +88,7 @@ def test_from_gbif_without_a_token(conn, species, fake_gbif, gbif_client):
         202: {"category": "LEAST_CONCERN", "code": "LC"},
         203: {"category": "NOT_EVALUATED", "code": "NE", "acceptedName": "Fratercula arctica"},
     }
-    report = sync_conservation(conn, gbif_client, None, ConservationOptions())
+    report = sync_conservation(conn, gbif_client, None)
     assert statuses(conn) == {
         201: ("assessed", "CR", "gbif", None, None, None, None),
         202: ("assessed", "LC", "gbif", None, None, None, None),
@@ -88,13 +98,13 @@ def test_from_gbif_without_a_token(conn, species, fake_gbif, gbif_client):
     }
     assert report.metadata()["taxa_seen"] == 5 and report.metadata()["threatened"] == 1
     assert report.http_calls == 5  # the genus and the synonym are not asked about
-    again = sync_conservation(conn, gbif_client, None, ConservationOptions())
+    again = sync_conservation(conn, gbif_client, None)
     assert again.seen == 0 and again.http_calls == 0
 
 
 def test_from_iucn_with_a_token(conn, species, fake_iucn, gbif_client, iucn_client, caplog):
     caplog.set_level(logging.DEBUG)
-    report = sync_conservation(conn, gbif_client, iucn_client, ConservationOptions())
+    report = sync_conservation(conn, gbif_client, iucn_client)
     assert statuses(conn) == {
         201: ("assessed", "CR", "iucn", 136250858, 2018, 9404, "Common gorilla"),
         202: ("assessed", "LC", "iucn", 10, 2018, 22679935, "Common canadensis"),
@@ -113,7 +123,7 @@ def test_a_bad_token_is_recorded_per_taxon_without_leaking(
     FakeIucn(iucn_server, "the-right-token")
     http = PoliteHttpClient("iucn", iucn_server.url_for("/api/v4"), TEST_POLICY)
     caplog.set_level(logging.DEBUG)
-    report = sync_conservation(conn, gbif_client, IucnClient(http, TOKEN), ConservationOptions())
+    report = sync_conservation(conn, gbif_client, IucnClient(http, TOKEN))
     assert report.failed == 5 and statuses(conn) == {}
     recorded = failures(conn, "conservation_status")
     assert all("HTTP 401" in error and TOKEN not in error for _, error in recorded.values())
@@ -134,19 +144,19 @@ def test_gbif_failures_and_empty_answers(conn, species, fake_gbif, gbif_server, 
     )
     for _ in range(2):  # both answer before the generic route
         gbif_server.handlers.insert(0, gbif_server.handlers.pop())
-    report = sync_conservation(conn, gbif_client, None, ConservationOptions())
+    report = sync_conservation(conn, gbif_client, None)
     assert report.failed == 2
     recorded = failures(conn, "conservation_status")
     assert set(recorded) == {202, 203} and "HTTP 404" in recorded[203][1]
     assert statuses(conn)[201][0] == "not_assessed" and 203 not in statuses(conn)
 
     # Backing off: the next run leaves them; once due, a good answer clears the failure.
-    assert sync_conservation(conn, gbif_client, None, ConservationOptions()).seen == 0
+    assert sync_conservation(conn, gbif_client, None).seen == 0
     with conn, conn.cursor() as cur:
         cur.execute("UPDATE pipelines.job_item_failures SET next_attempt_at = now()")
     gbif_server.handlers.remove(unknown)  # 203 is known again
     fake_gbif.red_list[203] = {"category": "VULNERABLE", "code": "VU"}
-    again = sync_conservation(conn, gbif_client, None, ConservationOptions())
+    again = sync_conservation(conn, gbif_client, None)
     assert set(failures(conn, "conservation_status")) == {202}
     assert statuses(conn)[203][:2] == ("assessed", "VU") and again.failed == 1
 
@@ -213,6 +223,6 @@ def test_malformed_and_refused_iucn_answers_are_recorded(
             body, status=status, headers={"Retry-After": "0"}
         )
     http = PoliteHttpClient("iucn", iucn_server.url_for("/api/v4"), TEST_POLICY)
-    report = sync_conservation(conn, gbif_client, IucnClient(http, TOKEN), ConservationOptions())
+    report = sync_conservation(conn, gbif_client, IucnClient(http, TOKEN))
     assert report.failed == 1 and error in failures(conn, "conservation_status")[201][1]
     assert statuses(conn) == {}

@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import pytest
 
-from observing_pipelines.db import app_tables
-from observing_pipelines.db.app_tables import TaxonRow
-from observing_pipelines.taxa.freshness import FreshnessOptions, check_freshness
-from observing_pipelines.taxa.resolve import ResolveOptions, TaxaResolver
+from observing_pipelines.db import taxa
+from observing_pipelines.db.connection import count_rows
+from observing_pipelines.db.taxa import TaxonRow
+from observing_pipelines.taxa import enrichment
+from observing_pipelines.taxa.backbone_freshness import BackboneFreshness, BackboneFreshnessOptions
+from observing_pipelines.taxa.resolve_taxa import ResolveOptions, TaxaResolver
 from observing_pipelines_tests import fakes
 from observing_pipelines_tests.fakes import match_body
+from observing_pipelines_tests.support import invariant_queries
 from observing_pipelines_tests.test_resolve_taxa import identify, keys
 from observing_pipelines_tests.test_thumbnails import failures
+
+
+def check_freshness(conn, gbif_client, **options):
+    """One backbone_freshness pass, as its asset runs it."""
+    config = BackboneFreshnessOptions(**options)
+    return enrichment.run(conn, BackboneFreshness(gbif_client, config), config.limit, 4)
 
 
 def age_taxa(conn, days=60):
@@ -71,7 +80,7 @@ def test_changes_are_applied_logged_and_restamped(conn, stamped, fake_gbif, gbif
         5219436,
         match_body("EXACT", fakes.PANTHERA_UNCIA, fakes.PANTHERA_LINEAGE, accepted=renamed_lion),
     )
-    first = check_freshness(conn, gbif_client, FreshnessOptions(top_n=10))
+    first = check_freshness(conn, gbif_client, top_n=10)
     assert keys(conn, stamped) == [9206251, 9206251, 5219404, 5219404, 1427007]  # gone: once only
     assert first.metadata() | {"seconds": 0} == {
         "taxa_seen": 4,
@@ -86,7 +95,7 @@ def test_changes_are_applied_logged_and_restamped(conn, stamped, fake_gbif, gbif
     }
     with conn, conn.cursor() as cur:  # the confirmation is due
         cur.execute("UPDATE pipelines.job_item_failures SET next_attempt_at = now()")
-    report = check_freshness(conn, gbif_client, FreshnessOptions(top_n=10))
+    report = check_freshness(conn, gbif_client, top_n=10)
     assert keys(conn, stamped) == [9206251, 9206251, 5219404, 5219404, None]
     logged = changes(conn)
     assert set(logged) == {5219404, 5219436, 1427007}
@@ -139,7 +148,7 @@ def test_changes_are_applied_logged_and_restamped(conn, stamped, fake_gbif, gbif
         "gone_unconfirmed": 0,
     }
     with conn:
-        assert app_tables.count_violations(conn, "stamps_on_unusable_taxa") == 0
+        assert count_rows(conn, invariant_queries()["stamps_on_unusable_taxa"]) == 0
 
 
 def test_second_run_asks_nothing(conn, stamped, fake_gbif, gbif_client):
@@ -150,10 +159,10 @@ def test_second_run_asks_nothing(conn, stamped, fake_gbif, gbif_client):
         (1427007, fakes.CALOPTERYX, fakes.CALOPTERYX_LINEAGE),
     ):
         fake_gbif.add_key(key, match_body("EXACT", entry, lineage))
-    first = check_freshness(conn, gbif_client, FreshnessOptions())
+    first = check_freshness(conn, gbif_client)
     assert (first.seen, first.changed, first.unchanged) == (4, 0, 4) and changes(conn) == {}
     calls = fake_gbif.calls
-    second = check_freshness(conn, gbif_client, FreshnessOptions())
+    second = check_freshness(conn, gbif_client)
     assert second.seen == 0 and fake_gbif.calls == calls
 
 
@@ -162,7 +171,7 @@ def test_only_hot_taxa_are_checked(conn, stamped, fake_gbif, gbif_client):
         cur.execute(
             "UPDATE ingester.identifications SET date_identified = now() - interval '1 year'"
         )
-    report = check_freshness(conn, gbif_client, FreshnessOptions(top_n=1, recent_days=7))
+    report = check_freshness(conn, gbif_client, top_n=1, recent_days=7)
     assert (
         report.seen == 1 and fake_gbif.requests[-1]["usageKey"] == "9206251"
     )  # the most identified
@@ -176,7 +185,7 @@ def test_failures_are_recorded_and_the_rest_goes_on(conn, stamped, fake_gbif, gb
     fake_gbif.add_key(1427007, match_body("EXACT", fakes.CALOPTERYX, fakes.CALOPTERYX_LINEAGE))
     for _ in range(3):
         fake_gbif.script("5219436", fakes.json_response({"message": "boom"}, 500))
-    report = check_freshness(conn, gbif_client, FreshnessOptions())
+    report = check_freshness(conn, gbif_client)
     assert (report.failed, report.unchanged) == (1, 3)
     assert set(failures(conn, "backbone_freshness")) == {5219436}
     assert keys(conn, stamped)[3] == 5219436  # untouched until GBIF answers
@@ -184,7 +193,5 @@ def test_failures_are_recorded_and_the_rest_goes_on(conn, stamped, fake_gbif, gb
 
 def test_nothing_stale_nothing_asked(conn, fake_gbif, gbif_client):
     with conn:
-        app_tables.upsert_taxa(
-            conn, [TaxonRow(1, "Animalia", None, "kingdom", "ACCEPTED", 1, None)]
-        )
-    assert check_freshness(conn, gbif_client, FreshnessOptions()).seen == 0 and fake_gbif.calls == 0
+        taxa.upsert_taxa(conn, [TaxonRow(1, "Animalia", None, "kingdom", "ACCEPTED", 1, None)])
+    assert check_freshness(conn, gbif_client).seen == 0 and fake_gbif.calls == 0

@@ -1,4 +1,4 @@
-"""The only SQL against the app's `ingester` tables.
+"""The app's identifications (and the occurrences they belong to): the work of resolve_taxa.
 
 If observ-ing/core changes a column, this module changes and nothing else. Every statement is
 set-based (arrays in, one statement per batch): no statement per identification. Names are
@@ -10,15 +10,14 @@ happens in the same statement so the two can never disagree.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import astuple, dataclass, fields
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
-from psycopg2 import sql
 from psycopg2.extensions import connection as Connection
-from psycopg2.extensions import cursor as Cursor
 from psycopg2.extras import execute_values
 
-from observing_pipelines.text import storable_row
+from observing_pipelines.db.connection import fetch_count
 
 # Serialises our writers (overlapping runs, the CLI next to a scheduled run), so two passes never
 # deadlock on the same taxa or identification rows. Transaction-scoped: released at commit.
@@ -26,55 +25,9 @@ WRITE_LOCK_KEY = 0x7461786100000001
 
 
 @dataclass(frozen=True)
-class TaxonRow:
-    """One row of `ingester.taxa`, in column order (without the columns we never write)."""
-
-    taxon_key: int
-    scientific_name: str
-    authorship: str | None
-    rank: str
-    status: str
-    accepted_taxon_key: int | None
-    parent_key: int | None
-    kingdom: str | None = None
-    kingdom_key: int | None = None
-    phylum: str | None = None
-    phylum_key: int | None = None
-    class_: str | None = None
-    class_key: int | None = None
-    order: str | None = None
-    order_key: int | None = None
-    family: str | None = None
-    family_key: int | None = None
-    genus: str | None = None
-    genus_key: int | None = None
-    species: str | None = None
-    species_key: int | None = None
-
-
-_TAXA_COLUMNS = [f.name.rstrip("_") for f in fields(TaxonRow)]
-_TAXA_COLUMN_SQL = ", ".join(f'"{c}"' for c in _TAXA_COLUMNS)
-_TAXA_UPDATE_SQL = ", ".join(
-    f'"{c}" = COALESCE(EXCLUDED."{c}", taxa."{c}")'
-    if c == "authorship"
-    else f'"{c}" = EXCLUDED."{c}"'
-    for c in _TAXA_COLUMNS
-    if c != "taxon_key"
-)
-
-
-@dataclass(frozen=True)
 class NamePair:
     scientific_name: str
     kingdom: str | None
-
-
-def _count(cur: Cursor) -> int:
-    """The one number a `SELECT count(*)`-like statement just returned."""
-    row = cur.fetchone()
-    if row is None:
-        raise RuntimeError(f"no row from {cur.query!r}")
-    return int(row[0])
 
 
 def take_write_lock(conn: Connection) -> None:
@@ -126,7 +79,7 @@ def view_source_writes(conn: Connection) -> int:
             "WHERE relid IN ('ingester.identifications'::regclass, "
             "'ingester.occurrences'::regclass)"
         )
-        return _count(cur)
+        return fetch_count(cur)
 
 
 def publish_own_writes(conn: Connection) -> None:
@@ -155,7 +108,7 @@ def reset_edited_identifications(conn: Connection, *, dry_run: bool) -> int:
     with conn.cursor() as cur:
         if dry_run:
             cur.execute(f"SELECT count(*) FROM ({edited}) e")
-            return _count(cur)
+            return fetch_count(cur)
         cur.execute(
             f"""
             WITH edited AS ({edited}),
@@ -168,55 +121,6 @@ def reset_edited_identifications(conn: Connection, *, dry_run: bool) -> int:
             """
         )
         return cur.rowcount
-
-
-def taxa_by_lower_name(conn: Connection, lower_names: Iterable[str]) -> list[TaxonRow]:
-    """Cached taxa whose lower-cased name is one of these (uses `taxa_lower_name_idx`)."""
-    names = sorted(set(lower_names))
-    if not names:
-        return []
-    with conn.cursor() as cur:
-        cur.execute(
-            f"SELECT {_TAXA_COLUMN_SQL} FROM ingester.taxa WHERE lower(scientific_name) = ANY(%s)",
-            (names,),
-        )
-        return [TaxonRow(*row) for row in cur.fetchall()]
-
-
-def taxa_by_key(conn: Connection, keys: Iterable[int]) -> dict[int, TaxonRow]:
-    wanted = sorted(set(keys))
-    if not wanted:
-        return {}
-    with conn.cursor() as cur:
-        cur.execute(
-            f"SELECT {_TAXA_COLUMN_SQL} FROM ingester.taxa WHERE taxon_key = ANY(%s)", (wanted,)
-        )
-        return {row[0]: TaxonRow(*row) for row in cur.fetchall()}
-
-
-def upsert_taxa(conn: Connection, rows: Iterable[TaxonRow]) -> int:
-    """Insert or refresh cached taxa by key; `fetched_at` is bumped, vernacular/extinct kept.
-
-    Rows go in key order (the last version of a key wins), so concurrent writers lock in the
-    same order.
-    """
-    by_key = {row.taxon_key: row for row in rows}
-    if not by_key:
-        return 0
-    with conn.cursor() as cur:
-        execute_values(
-            cur,
-            f"""
-            INSERT INTO ingester.taxa AS taxa ({_TAXA_COLUMN_SQL}, fetched_at, source)
-            VALUES %s
-            ON CONFLICT (taxon_key) DO UPDATE SET {_TAXA_UPDATE_SQL},
-                fetched_at = now(), source = 'gbif'
-            """,
-            [storable_row(astuple(by_key[key])) for key in sorted(by_key)],
-            template=f"({', '.join(['%s'] * len(_TAXA_COLUMNS))}, now(), 'gbif')",
-            page_size=500,
-        )
-    return len(by_key)
 
 
 def stamp_by_name(conn: Connection, assignments: Sequence[tuple[NamePair, int]]) -> int:
@@ -250,7 +154,9 @@ def stamp_by_taxon_id(conn: Connection, assignments: Sequence[tuple[str, int]]) 
     )
 
 
-def _stamp(conn: Connection, wanted: str, match: str, via: str, params: tuple[list, ...]) -> int:
+def _stamp(
+    conn: Connection, wanted: str, match: str, via: str, params: tuple[list[Any], ...]
+) -> int:
     with conn.cursor() as cur:
         cur.execute(
             f"""
@@ -343,102 +249,7 @@ def insert_identifications(conn: Connection, rows: Sequence[NewIdentification]) 
 def count_identifications(conn: Connection) -> int:
     with conn.cursor() as cur:
         cur.execute("SELECT count(*) FROM ingester.identifications")
-        return _count(cur)
-
-
-# -- enrichment jobs ---------------------------------------------------------------------------
-
-SPECIES_AND_BELOW = ("species", "subspecies", "variety", "form", "infraspecific_name")
-
-
-@dataclass(frozen=True)
-class DueTaxon:
-    taxon_key: int
-    scientific_name: str
-    rank: str
-
-
-def taxa_due(
-    conn: Connection, result_table: str, job: str, limit: int, ranks: Sequence[str] | None = None
-) -> list[DueTaxon]:
-    """Accepted cached taxa an enrichment job should look at now: never seen first, then the
-    stalest; taxa whose last failure is still backing off wait."""
-    query = sql.SQL(
-        """
-        SELECT t.taxon_key, t.scientific_name, t.rank FROM ingester.taxa t
-        LEFT JOIN pipelines.{table} s ON s.taxon_key = t.taxon_key
-        LEFT JOIN pipelines.job_item_failures f ON f.job = %(job)s AND f.item_key = t.taxon_key
-        WHERE t.status IN ('ACCEPTED', 'DOUBTFUL')
-          AND (%(ranks)s::text[] IS NULL OR t.rank = ANY(%(ranks)s))
-          AND (s.taxon_key IS NULL OR s.next_check_at <= now())
-          AND (f.item_key IS NULL OR f.next_attempt_at <= now())
-        ORDER BY s.fetched_at NULLS FIRST, t.taxon_key
-        LIMIT %(limit)s
-        """
-    ).format(table=sql.Identifier(result_table))
-    with conn.cursor() as cur:
-        cur.execute(query, {"job": job, "ranks": list(ranks) if ranks else None, "limit": limit})
-        return [DueTaxon(*row) for row in cur.fetchall()]
-
-
-def hot_stale_taxa(
-    conn: Connection, job: str, top_n: int, recent_days: int, stale_days: int, limit: int
-) -> list[TaxonRow]:
-    """Cached taxa identifications point at most (top N) or lately (last D days), not fetched
-    for `stale_days`, stalest first; those whose last re-check failed wait out its backoff."""
-    with conn.cursor() as cur:
-        cur.execute(
-            f"""
-            WITH top AS (
-                SELECT accepted_taxon_key AS key FROM ingester.identifications
-                WHERE accepted_taxon_key IS NOT NULL
-                GROUP BY accepted_taxon_key ORDER BY count(*) DESC, accepted_taxon_key
-                LIMIT %(top_n)s
-            ), recent AS (
-                SELECT DISTINCT accepted_taxon_key AS key FROM ingester.identifications
-                WHERE accepted_taxon_key IS NOT NULL
-                  AND date_identified > now() - make_interval(days => %(recent_days)s)
-            )
-            SELECT {", ".join(f"t.{c}" for c in _TAXA_COLUMN_SQL.split(", "))}
-            FROM ingester.taxa t
-            LEFT JOIN pipelines.job_item_failures f
-                ON f.job = %(job)s AND f.item_key = t.taxon_key
-            WHERE t.taxon_key IN (SELECT key FROM top UNION SELECT key FROM recent)
-              AND t.fetched_at < now() - make_interval(days => %(stale_days)s)
-              AND t.status <> 'NOT_FOUND'
-              AND (f.item_key IS NULL OR f.next_attempt_at <= now())
-            ORDER BY t.fetched_at, t.taxon_key
-            LIMIT %(limit)s
-            """,
-            {
-                "top_n": top_n,
-                "recent_days": recent_days,
-                "stale_days": stale_days,
-                "limit": limit,
-                "job": job,
-            },
-        )
-        return [TaxonRow(*row) for row in cur.fetchall()]
-
-
-def touch_taxa(conn: Connection, keys: Iterable[int]) -> None:
-    """Mark cached taxa as checked now (GBIF still says the same)."""
-    wanted = sorted(set(keys))
-    if wanted:
-        with conn.cursor() as cur:
-            cur.execute(
-                "UPDATE ingester.taxa SET fetched_at = now() WHERE taxon_key = ANY(%s)", (wanted,)
-            )
-
-
-def mark_taxon_gone(conn: Connection, key: int) -> None:
-    """GBIF no longer knows this key: keep the row for history, but never trust it again."""
-    with conn.cursor() as cur:
-        cur.execute(
-            "UPDATE ingester.taxa SET status = 'NOT_FOUND', accepted_taxon_key = NULL, "
-            "fetched_at = now() WHERE taxon_key = %s",
-            (key,),
-        )
+        return fetch_count(cur)
 
 
 def restamp_identifications(conn: Connection, old_key: int, new_key: int | None) -> int:
@@ -462,38 +273,8 @@ def restamp_identifications(conn: Connection, old_key: int, new_key: int | None)
             """,
             {"old": old_key, "new": new_key},
         )
-        return _count(cur)
+        return fetch_count(cur)
 
-
-# -- invariants (asset checks) -----------------------------------------------------------------
-
-
-def count_violations(conn: Connection, invariant: str) -> int:
-    """Rows breaking one of the invariants the jobs maintain (see `INVARIANTS`)."""
-    with conn.cursor() as cur:
-        cur.execute(f"SELECT count(*) FROM ({INVARIANTS[invariant]}) v")
-        return _count(cur)
-
-
-INVARIANTS = {
-    "self_parent_taxa": "SELECT 1 FROM ingester.taxa WHERE parent_key = taxon_key",
-    "stamps_without_taxon": """
-        SELECT 1 FROM pipelines.identification_stamps s
-        LEFT JOIN ingester.taxa t ON t.taxon_key = s.accepted_taxon_key
-        WHERE t.taxon_key IS NULL""",
-    "stamps_on_unusable_taxa": """
-        SELECT 1 FROM pipelines.identification_stamps s
-        JOIN ingester.taxa t ON t.taxon_key = s.accepted_taxon_key
-        WHERE t.status IN ('NOT_FOUND', 'SYNONYM')""",
-    "images_without_licence_or_thumbnail": """
-        SELECT 1 FROM pipelines.taxon_images
-        WHERE status = 'found' AND (thumb_small_url IS NULL OR license_short_name IS NULL)""",
-    "conservation_status_stale": """
-        SELECT 1 FROM pipelines.taxon_conservation WHERE fetched_at < now() - interval '60 days'""",
-}
-
-
-# -- operations ----------------------------------------------------------------------------------
 
 _NORMALISED_NAME = "lower(regexp_replace(btrim(i.scientific_name), '\\s+', ' ', 'g'))"
 

@@ -28,12 +28,17 @@ from typing import Any
 
 from psycopg2.extensions import connection as Connection
 
+from observing_pipelines import inputs
 from observing_pipelines.clients.gbif import GbifClient
 from observing_pipelines.clients.http import UpstreamError
 from observing_pipelines.clients.wikidata import WikidataClient
-from observing_pipelines.db import app_tables, state
-from observing_pipelines.db.app_tables import NamePair, TaxonRow
-from observing_pipelines.db.state import AttemptRecord, SubjectKind
+from observing_pipelines.db import change_marks, identifications, resolution_attempts, taxa
+from observing_pipelines.db.identifications import NamePair
+from observing_pipelines.db.resolution_attempts import AttemptRecord, SubjectKind
+from observing_pipelines.db.taxa import TaxonRow
+from observing_pipelines.settings import API_DEFAULTS
+from observing_pipelines.taxa.backoff import Backoff
+from observing_pipelines.taxa.enrichment import Failed, JobSpec, guarded
 from observing_pipelines.taxa.matching import Resolution, judge_match, pick_cached
 from observing_pipelines.taxa.names import (
     TaxonRef,
@@ -46,7 +51,7 @@ from observing_pipelines.taxa.names import (
 )
 from observing_pipelines.taxa.report import MAX_REPORTED_FAILURES
 
-log = logging.getLogger("observing_pipelines.resolve_taxa")
+log = logging.getLogger(__name__)
 
 PROGRESS_EVERY = 50
 IN_FLIGHT_PER_WORKER = 4
@@ -54,28 +59,35 @@ CHANGE_MARK = "resolve_taxa"
 FULL_SWEEP_EVERY = timedelta(hours=1)
 
 
-@dataclass(frozen=True)
-class Backoff:
-    """When to ask again about a subject that failed: first delay, doubling, capped."""
-
-    first: timedelta
-    cap: timedelta
-
-    def next_attempt(self, prior_attempts: int, now: datetime) -> datetime:
-        return now + min(self.first * 2 ** min(prior_attempts, 20), self.cap)
-
-
+SPEC = JobSpec(
+    name="resolve_taxa",
+    cron="*/5 * * * *",
+    retry=Backoff(first=timedelta(minutes=15), cap=timedelta(days=1)),
+)
 NOT_FOUND_BACKOFF = Backoff(first=timedelta(days=1), cap=timedelta(days=30))
-ERROR_BACKOFF = Backoff(first=timedelta(minutes=15), cap=timedelta(days=1))
+"""A name GBIF could not match is asked again later, and less often, than one that failed."""
 
 
-@dataclass(frozen=True)
-class ResolveOptions:
+class ResolveTaxaOptions(inputs.Options):
+    """What a person may ask of one pass (the launchpad, `trigger`, `resolve-taxa`)."""
+
     dry_run: bool = False
-    limit: int | None = None
-    kingdom: str | None = None
+    """Enumerate and consult the caches only: no HTTP call, no write, no refresh."""
+    limit: inputs.Limit | None = None
+    """Ask GBIF about at most this many names (and as many taxonIDs) per pass."""
+    kingdom: inputs.Kingdom | None = None
+    """Only identifications of this kingdom (one of GBIF's, e.g. Plantae)."""
+    names: inputs.Names = []
+    """Re-resolve these names: forget their cached answers and stamps, ask GBIF afresh."""
+    taxon_keys: inputs.TaxonKeys = []
+    """Re-resolve the identifications stamped with these GBIF keys, likewise."""
+
+
+class ResolveOptions(ResolveTaxaOptions):
+    """A pass's options, with what the code decides rather than a person."""
+
     batch_size: int = 200
-    max_concurrency: int = 4
+    max_concurrency: int = API_DEFAULTS["gbif"].max_concurrency
     force_names: frozenset[str] = frozenset()
     """Normalised names asked of GBIF afresh, past memo, cache and backoff ("re-resolve")."""
 
@@ -159,7 +171,7 @@ class _Pass:
         self.conn, self.options = resolver.conn, resolver.options
         self.now = datetime.now(UTC)
         with self.conn:
-            self.priors = state.load_attempts(
+            self.priors = resolution_attempts.load_attempts(
                 self.conn, kind, (lookup.digest for lookup in lookups)
             )
         self._rows: list[TaxonRow] = []
@@ -288,7 +300,7 @@ class _Pass:
 
     def _record(self, lookup: Lookup, answer: Resolution) -> AttemptRecord:
         prior = self.priors.get(lookup.digest)
-        backoff = {"error": ERROR_BACKOFF, "resolved": None}.get(answer.outcome, NOT_FOUND_BACKOFF)
+        backoff = {"error": SPEC.retry, "resolved": None}.get(answer.outcome, NOT_FOUND_BACKOFF)
         return AttemptRecord(
             digest=lookup.digest,
             subject=lookup.subject,
@@ -307,11 +319,15 @@ class _Pass:
     def flush(self) -> None:
         if not (self._rows or self._records or self._stamps):
             return
-        stamp = app_tables.stamp_by_name if self.kind == "name" else app_tables.stamp_by_taxon_id
+        stamp = (
+            identifications.stamp_by_name
+            if self.kind == "name"
+            else identifications.stamp_by_taxon_id
+        )
         with self.conn:
-            app_tables.take_write_lock(self.conn)
-            self.resolver.report.taxa_upserted += app_tables.upsert_taxa(self.conn, self._rows)
-            state.record_attempts(self.conn, self.kind, self._records)
+            identifications.take_write_lock(self.conn)
+            self.resolver.report.taxa_upserted += taxa.upsert_taxa(self.conn, self._rows)
+            resolution_attempts.record_attempts(self.conn, self.kind, self._records)
             self.tally.rows_stamped += stamp(self.conn, self._stamps)
         self._rows, self._records, self._stamps = [], [], []
 
@@ -349,14 +365,14 @@ class TaxaResolver:
             if changed or ours:
                 log.info("Resolution pass complete; refreshing community_ids")
                 with self.conn:
-                    app_tables.refresh_community_ids(self.conn)
+                    identifications.refresh_community_ids(self.conn)
                 report.refreshed = True
             else:
                 log.info("Nothing written since the last pass; community_ids is current")
             with self.conn:  # our own stamps and resets are writes too, and now refreshed
-                app_tables.publish_own_writes(self.conn)
+                identifications.publish_own_writes(self.conn)
                 if self.options.kingdom is None and report.refreshed:
-                    state.save_change_mark(self.conn, CHANGE_MARK, writes + ours)
+                    change_marks.save_change_mark(self.conn, CHANGE_MARK, writes + ours)
         report.http_calls = self.gbif.http.calls + self.wikidata.http.calls - calls_before
         report.seconds = time.monotonic() - started
         return report
@@ -373,8 +389,8 @@ class TaxaResolver:
         a re-resolve always runs them (a kingdom pass does not keep the mark)."""
         report = self.report
         with self.conn:
-            writes = app_tables.view_source_writes(self.conn)
-            mark = state.change_mark(self.conn, CHANGE_MARK)
+            writes = identifications.view_source_writes(self.conn)
+            mark = change_marks.change_mark(self.conn, CHANGE_MARK)
             changed = (
                 self.options.kingdom is not None
                 or bool(self.options.force_names)
@@ -383,7 +399,7 @@ class TaxaResolver:
                 or mark.recorded_at < datetime.now(UTC) - FULL_SWEEP_EVERY
             )
             if changed:
-                report.rows_reset = app_tables.reset_edited_identifications(
+                report.rows_reset = identifications.reset_edited_identifications(
                     self.conn, dry_run=self.options.dry_run
                 )
         report.identifications_changed = changed
@@ -397,7 +413,7 @@ class TaxaResolver:
 
     def _name_pass(self) -> None:
         with self.conn:
-            pairs = app_tables.pending_name_pairs(self.conn, self.options.kingdom)
+            pairs = identifications.pending_name_pairs(self.conn, self.options.kingdom)
         lookups = _group_names(pairs)
         self.report.names.seen = len(lookups)
         log.info(
@@ -419,7 +435,7 @@ class TaxaResolver:
         if not lookups:
             return
         with self.conn:
-            candidates = app_tables.taxa_by_lower_name(
+            candidates = taxa.taxa_by_lower_name(
                 self.conn, (name for lookup in lookups for name in cache_names(lookup.subject))
             )
         by_name: dict[str, list[TaxonRow]] = {}
@@ -442,7 +458,7 @@ class TaxaResolver:
 
     def _taxon_id_pass(self) -> None:
         with self.conn:
-            uris = app_tables.pending_taxon_ids(self.conn, self.options.kingdom)
+            uris = identifications.pending_taxon_ids(self.conn, self.options.kingdom)
         lookups = [
             Lookup("taxon_id", subject_digest(uri), uri, None, [uri], ref=parse_taxon_uri(uri))
             for uri in uris
@@ -491,7 +507,7 @@ class TaxaResolver:
     def _answer_keys_from_cache(self, lookups: list[Lookup]) -> None:
         keys = [lookup.ref.gbif_key() for lookup in lookups if lookup.ref]
         with self.conn:
-            cached = app_tables.taxa_by_key(self.conn, (k for k in keys if k is not None))
+            cached = taxa.taxa_by_key(self.conn, (k for k in keys if k is not None))
         for lookup in lookups:
             row = cached.get(lookup.ref.gbif_key() or 0) if lookup.ref else None
             if row is not None and row.accepted_taxon_key is not None:
@@ -510,11 +526,11 @@ def forget_answers(
     remembered answers, so the next pass asks GBIF again. Returns the normalised names to force
     past the taxa cache (`ResolveOptions.force_names`)."""
     with conn:
-        stamped = app_tables.names_stamped_with(conn, taxon_keys)
+        stamped = identifications.names_stamped_with(conn, taxon_keys)
         forced = frozenset(normalise_name(n) for n in [*names, *stamped] if normalise_name(n))
-        app_tables.take_write_lock(conn)
-        unstamped = app_tables.unstamp(conn, sorted(forced), taxon_keys)
-        forgotten = state.forget_resolutions(conn, sorted(forced), taxon_keys)
+        identifications.take_write_lock(conn)
+        unstamped = identifications.unstamp(conn, sorted(forced), taxon_keys)
+        forgotten = resolution_attempts.forget_resolutions(conn, sorted(forced), taxon_keys)
     log.info(
         "Re-resolve: %d identifications unstamped, %d remembered answers dropped",
         unstamped,
@@ -525,13 +541,8 @@ def forget_answers(
 
 def _guarded(ask: Callable[[Lookup], Resolution], lookup: Lookup) -> Resolution:
     """Run one lookup; any failure becomes that item's recorded error, never the pass's."""
-    try:
-        return ask(lookup)
-    except UpstreamError as error:
-        return Resolution.failed("error", str(error))
-    except Exception as error:  # a bug or a surprise must not sink the other items
-        log.exception("Unexpected failure resolving %s", lookup.describe())
-        return Resolution.failed("error", f"{type(error).__name__}: {error}")
+    answer = guarded(lambda: ask(lookup), lookup.describe())
+    return Resolution.failed("error", answer.error) if isinstance(answer, Failed) else answer
 
 
 def _group_names(pairs: Iterable[NamePair]) -> list[Lookup]:
