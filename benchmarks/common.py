@@ -8,40 +8,28 @@ production pays for; only GBIF is simulated, with a fixed answer delay.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import functools
 import io
 import logging
 import os
 import random
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psutil
 import psycopg2
-import requests
-import yaml
-from dagster import DagsterRunStatus
-from dagster_graphql import DagsterGraphQLClient
 from pytest_httpserver import HTTPServer
 
 from observing_pipelines.db import migrate
 from observing_pipelines_tests.cloud_sql import new_database
 from observing_pipelines_tests.fakes import HELIANTHUS_LINEAGE, FakeGbif, PacedGbif, match_body
-from observing_pipelines_tests.services import dagster_env, free_port
+from observing_pipelines_tests.services import Services
+from observing_pipelines_tests.support import PROJECT_ROOT
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-FINISHED = frozenset(
-    {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
-)
 FIRST_SPECIES_KEY = 100_000_000
 GENUS_KEY_BASE = 9_000_000_000
 """Generated genera get keys from here up, clear of any species key a benchmark picks."""
@@ -212,74 +200,6 @@ def gbif_standin(
 
 # -- Dagster services ------------------------------------------------------------------------
 
-SERVICES = ("webserver", "daemon")
-ROLES = ("webserver", "daemon", "code server", "run worker")
-
-
-@dataclass
-class DagsterServices:
-    """The running webserver and daemon (`observing-pipelines webserver|daemon`) and what they
-    spawned: code servers (`dagster api grpc`), run workers and their step processes."""
-
-    port: int
-    processes: dict[str, psutil.Popen]
-    graphql: DagsterGraphQLClient
-    logs: dict[str, Path]
-
-    def wait_for_run(self, run_id: str, timeout: float = 600.0) -> DagsterRunStatus:
-        deadline = time.monotonic() + timeout
-        while True:
-            status = self.graphql.get_run_status(run_id)
-            if status in FINISHED:
-                return status
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"run {run_id} still {status.value} after {timeout:g}s")
-            time.sleep(0.5)
-
-    def members(self) -> list[tuple[str, str, psutil.Process]]:
-        """(service, role, process) for both services and every live descendant. A service's
-        wrapper (`observing-pipelines ...`, which relays its logs) has the service's role;
-        step processes have their run worker's."""
-        return [
-            (service, role, member)
-            for service, process in self.processes.items()
-            for member, role in _walk(process, service)
-        ]
-
-    def all_processes(self) -> list[psutil.Process]:
-        """Both services and every live descendant (for RSS sums)."""
-        return [member for _, _, member in self.members()]
-
-    def by_role(self) -> dict[str, list[psutil.Process]]:
-        roles: dict[str, list[psutil.Process]] = {role: [] for role in ROLES}
-        for _, role, member in self.members():
-            roles[role].append(member)
-        return roles
-
-    def tree(self, service: str) -> list[psutil.Process]:
-        """One service and everything below it: what one Cloud Run instance holds."""
-        return [member for owner, _, member in self.members() if owner == service]
-
-
-def _walk(process: psutil.Process, inherited: str) -> Iterator[tuple[psutil.Process, str]]:
-    """The process and its descendants with their roles. A code server starts each run as a
-    multiprocessing child (which starts the step processes and their log tails), so whatever
-    a code server spawned belongs to a run."""
-    try:
-        argv = process.cmdline()
-        children = process.children()
-    except (psutil.NoSuchProcess, psutil.ZombieProcess):
-        return
-    if inherited in ("code server", "run worker") or "execute_run" in argv:
-        role = "run worker"
-    elif "grpc" in argv or "code-server" in argv:
-        role = "code server"
-    else:
-        role = inherited
-    yield process, role
-    for child in children:
-        yield from _walk(child, role)
-
 
 @contextmanager
 def dagster_services(
@@ -288,86 +208,14 @@ def dagster_services(
     *,
     instance: dict[str, Any],
     env: Mapping[str, str] | None = None,
-) -> Iterator[DagsterServices]:
-    """Start webserver and daemon as the container does, on a free port, with `instance` as
-    dagster.yaml; yield once /server_info answers and every required daemon has a fresh
-    heartbeat; stop them (and anything they left behind) at exit. Logs: workdir/<service>.log.
-    """
-    home = workdir / "dagster_home"
-    home.mkdir(parents=True, exist_ok=True)
-    (home / "dagster.yaml").write_text(yaml.safe_dump(instance))
-    port = free_port()
-    service_env = dagster_env(
-        db_url, home, {"PORT": str(port), "DAGSTER_GRAPHQL_PORT": str(port), **(env or {})}
-    )
-    cli = str(Path(sys.executable).with_name("observing-pipelines"))
-    logs = {service: workdir / f"{service}.log" for service in SERVICES}
+) -> Iterator[Services]:
+    """Webserver and daemon as the container starts them (the tests' `Services`), with
+    `instance` as dagster.yaml, once every required daemon has a fresh heartbeat; stopped (and
+    anything they left behind) at exit. Logs: workdir/<service>.log."""
     started = time.time()
-    processes: dict[str, psutil.Popen] = {}
+    services = Services(workdir, db_url, dict(env or {}), instance=instance)
     try:
-        for service in SERVICES:
-            with logs[service].open("w") as log_file:
-                processes[service] = psutil.Popen(
-                    [cli, service],
-                    env=service_env,
-                    cwd=workdir,
-                    stdout=log_file,
-                    stderr=subprocess.STDOUT,
-                )
-        services = DagsterServices(
-            port, processes, DagsterGraphQLClient("127.0.0.1", port_number=port), logs
-        )
-        _wait_until_ready(services, started)
+        services.wait_until_ready(started)
         yield services
     finally:
-        _stop(list(processes.values()))
-
-
-def _wait_until_ready(services: DagsterServices, started: float, timeout: float = 240.0) -> None:
-    deadline = time.monotonic() + timeout
-    query = (
-        "{ instance { daemonHealth { allDaemonStatuses { required healthy lastHeartbeatTime } } } }"
-    )
-    while time.monotonic() < deadline:
-        for service, process in services.processes.items():
-            if process.poll() is not None:
-                tail = services.logs[service].read_text()[-2000:]
-                raise RuntimeError(f"{service} exited with {process.returncode}:\n{tail}")
-        try:
-            answer = requests.post(
-                f"http://127.0.0.1:{services.port}/graphql", json={"query": query}, timeout=5
-            ).json()
-            statuses = answer["data"]["instance"]["daemonHealth"]["allDaemonStatuses"]
-        except (requests.RequestException, ValueError, KeyError, TypeError):
-            statuses = []
-        required = [status for status in statuses if status["required"]]
-        if required and all(
-            status["healthy"] and (status["lastHeartbeatTime"] or 0) >= started
-            for status in required
-        ):
-            return
-        time.sleep(1)
-    raise TimeoutError(
-        f"webserver or daemon not ready after {timeout:g}s (logs in {services.logs})"
-    )
-
-
-def _stop(services: list[psutil.Popen]) -> None:
-    """SIGTERM (the services pass it on and stop their code servers), then SIGKILL; then the
-    same for any descendant that outlived its parent."""
-    everything: list[psutil.Process] = []
-    for service in services:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            everything += service.children(recursive=True)
-    _terminate_then_kill(services, timeout=30)
-    _terminate_then_kill([process for process in everything if process.is_running()], timeout=10)
-
-
-def _terminate_then_kill(processes: Sequence[psutil.Process], timeout: float) -> None:
-    for process in processes:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            process.terminate()
-    _, alive = psutil.wait_procs(processes, timeout=timeout)
-    for process in alive:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            process.kill()
+        services.stop()

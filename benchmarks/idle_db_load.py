@@ -28,9 +28,8 @@ from benchmarks.common import dagster_services, print_table, scratch_database
 from observing_pipelines.db.dagster_storage import dagster_storage_url
 from observing_pipelines_tests.private_postgres import QUICK_AND_LOOSE, private_cluster
 from observing_pipelines_tests.services import fetch
-from observing_pipelines_tests.support import quiet_schedules
+from observing_pipelines_tests.support import PROJECT_ROOT, quiet_schedules
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PINGS = {"SELECT 1", "SELECT $1"}  # the pool's pre-ping, as sent and as pg_stat_statements shows it
 
 

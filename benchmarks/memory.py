@@ -23,10 +23,6 @@ import psutil
 import yaml
 
 from benchmarks.common import (
-    PROJECT_ROOT,
-    ROLES,
-    SERVICES,
-    DagsterServices,
     dagster_services,
     gbif_standin,
     generated_names,
@@ -36,8 +32,8 @@ from benchmarks.common import (
     species_keys,
     standin_parser,
 )
-from observing_pipelines_tests.services import fetch
-from observing_pipelines_tests.support import quiet_schedules
+from observing_pipelines_tests.services import ROLES, SERVICES, Services, fetch
+from observing_pipelines_tests.support import PROJECT_ROOT, quiet_schedules
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB
@@ -56,7 +52,7 @@ class Samples:
     largest: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     """Largest single process of each role."""
 
-    def take(self, services: DagsterServices) -> None:
+    def take(self, services: Services) -> None:
         roles: dict[str, int] = dict.fromkeys(ROLES, 0)
         owners: dict[str, int] = dict.fromkeys(SERVICES, 0)
         counts: dict[str, int] = dict.fromkeys(ROLES, 0)
@@ -124,7 +120,7 @@ def main() -> None:
             while time.monotonic() < deadline:
                 idle.take(services)
                 time.sleep(args.interval)
-            run_id = services.graphql.submit_job_execution(
+            run_id = services.client.submit_job_execution(
                 "resolve_taxa", repository_location_name="observing_pipelines"
             )
             print(f"submitted resolve_taxa run {run_id}", flush=True)

@@ -1,4 +1,5 @@
-"""A real dagster-webserver and dagster-daemon for end-to-end tests, started as the container does.
+"""A real dagster-webserver and dagster-daemon, started as the container does: the one harness of
+the end-to-end tests and the benchmarks.
 
 `Services` runs `observing-pipelines webserver` and `observing-pipelines daemon` on a free port
 against one test database and local API stand-ins, with the project's dagster.yaml changed in
@@ -10,7 +11,9 @@ Each command runs its Dagster service in a process group of its own (`supervisor
 `isolate=True` the command itself gets one too, so a test can stop a service the way Cloud Run
 does (`terminate`: SIGTERM to the command) or kill it the way a container dies (`crash`: SIGKILL
 to the command, the Dagster service, its code server and every run worker at once) and start a
-fresh one (`start`), or start a second daemon beside the first (`start_second_daemon`).
+fresh one (`start`), or start a second daemon beside the first (`start_second_daemon`). The
+benchmarks give their own dagster.yaml (`instance`), wait for every daemon's heartbeat
+(`wait_until_ready`) and read each process's role and memory (`members`).
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from observing_pipelines_tests.support import PROJECT_ROOT
 
 FINISHED = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
 SERVICES = ("webserver", "daemon")
+ROLES = ("webserver", "daemon", "code server", "run worker")
 
 T = TypeVar("T")
 
@@ -109,16 +113,18 @@ class Services:
         *,
         isolate: bool = False,
         production_intervals: bool = False,
+        instance: dict[str, Any] | None = None,
     ) -> None:
         """`apis` is extra environment for both services (API URLs, rate limits, crons);
-        `production_intervals` keeps the project's dagster.yaml exactly as it is.
+        `production_intervals` keeps the project's dagster.yaml exactly as it is; `instance`
+        replaces it.
 
         The services connect as `jobs_runtime`, as they do in production; `query` uses
         `db_url` (the test harness's superuser) to look and to set up."""
         home = tmp / "dagster_home"
         home.mkdir()
-        config = yaml.safe_load((PROJECT_ROOT / "dagster.yaml").read_text())
-        if not production_intervals:
+        config = instance or yaml.safe_load((PROJECT_ROOT / "dagster.yaml").read_text())
+        if not (production_intervals or instance):
             config["run_queue"]["dequeue_interval_seconds"] = 1
             config["run_monitoring"] |= {
                 "poll_interval_seconds": 2,
@@ -198,6 +204,44 @@ class Services:
         except requests.RequestException:
             return None
 
+    def wait_until_ready(self, started: float, timeout: float = 240.0) -> None:
+        """Until /graphql answers and every required daemon has a heartbeat newer than
+        `started`; a service that exits meanwhile fails with the end of its log."""
+        query = (
+            "{ instance { daemonHealth { allDaemonStatuses "
+            "{ required healthy lastHeartbeatTime } } } }"
+        )
+
+        def ready() -> bool:
+            for name, process in zip(SERVICES, self.processes, strict=True):
+                if process.poll() is not None:
+                    tail = self.logs[name].read_text()[-2000:]
+                    raise RuntimeError(f"{name} exited with {process.returncode}:\n{tail}")
+            try:
+                answer = requests.post(
+                    f"http://127.0.0.1:{self.port}/graphql", json={"query": query}, timeout=5
+                ).json()
+                statuses = answer["data"]["instance"]["daemonHealth"]["allDaemonStatuses"]
+            except (requests.RequestException, ValueError, KeyError, TypeError):
+                return False
+            required = [status for status in statuses if status["required"]]
+            return bool(required) and all(
+                status["healthy"] and (status["lastHeartbeatTime"] or 0) >= started
+                for status in required
+            )
+
+        wait_for(ready, timeout, f"webserver and daemon (logs in {self.tmp})")
+
+    def members(self) -> list[tuple[str, str, psutil.Process]]:
+        """(service, role, process) for both services and every live descendant. A service's
+        wrapper (`observing-pipelines ...`, which relays its logs) has the service's role;
+        step processes have their run worker's."""
+        return [
+            (name, role, member)
+            for name, process in zip(SERVICES, self.processes, strict=True)
+            for member, role in _walk(psutil.Process(process.pid), name)
+        ]
+
     def query(self, sql: str, params: tuple | dict = ()) -> list[tuple]:
         return fetch(self.db_url, sql, params)
 
@@ -225,6 +269,26 @@ class Services:
             except subprocess.TimeoutExpired:
                 process.kill()
             kill_groups(trees[process.pid])
+
+
+def _walk(process: psutil.Process, inherited: str) -> Iterator[tuple[psutil.Process, str]]:
+    """The process and its descendants with their roles. A code server starts each run as a
+    multiprocessing child (which starts the step processes and their log tails), so whatever
+    a code server spawned belongs to a run."""
+    try:
+        argv = process.cmdline()
+        children = process.children()
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        return
+    if inherited in ("code server", "run worker") or "execute_run" in argv:
+        role = "run worker"
+    elif "grpc" in argv or "code-server" in argv:
+        role = "code server"
+    else:
+        role = inherited
+    yield process, role
+    for child in children:
+        yield from _walk(child, role)
 
 
 def process_tree(pid: int) -> set[int]:
