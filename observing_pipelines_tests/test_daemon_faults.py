@@ -354,6 +354,11 @@ def test_a_deploy_mid_run_stops_the_daemon_in_time_and_the_run_is_retried(
     and the gbif pool slot for good): it is failed, retried by the new daemon, and the retry
     stamps the identification once, with the right key."""
     uri = hanging_identification(services, fakes.PANTHERA_UNCIA, apis)
+    # Dagster retries the step the SIGTERM interrupted, after its policy's jittered delay (0 to
+    # 60 s): when that is short, the retry would ask GBIF again inside the grace period. Its
+    # answer is slow too, so the run is still in flight when the rest is killed, whatever the
+    # jitter; the run's own retry then gets it in 12 s.
+    apis.gbif.script(fakes.PANTHERA_UNCIA[1], 12.0)
     run_id = run_in_flight(services, apis, fakes.PANTHERA_UNCIA[1])
     stopped = time.time()
     services.terminate("daemon")
