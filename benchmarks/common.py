@@ -26,7 +26,7 @@ from pytest_httpserver import HTTPServer
 
 from observing_pipelines.db import migrate
 from observing_pipelines_tests.cloud_sql import new_database
-from observing_pipelines_tests.fakes import HELIANTHUS_LINEAGE, FakeGbif, PacedGbif, match_body
+from observing_pipelines_tests.fakes import HELIANTHUS_LINEAGE, PacedGbif, match_body
 from observing_pipelines_tests.services import Services
 from observing_pipelines_tests.support import PROJECT_ROOT
 
@@ -180,14 +180,18 @@ def species_keys(names: Sequence[str]) -> dict[str, int]:
 
 @contextmanager
 def gbif_standin(
-    latency_seconds: float, names: Mapping[str, int] | None = None
-) -> Iterator[tuple[str, FakeGbif]]:
+    latency_seconds: float,
+    names: Mapping[str, int] | None = None,
+    *,
+    name_cost_seconds: float = 0.0,
+) -> Iterator[tuple[str, PacedGbif]]:
     """A threaded loopback server answering `/v2/species/match` like GBIF after
-    `latency_seconds`; it knows each name as an accepted species with the given key (its genus
-    gets a generated key under a fixed plant lineage) and answers NONE otherwise."""
+    `latency_seconds` (a batch POST `name_cost_seconds` a name more); it knows each name as an
+    accepted species with the given key (its genus gets a generated key under a fixed plant
+    lineage) and answers NONE otherwise."""
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
     with HTTPServer(host="127.0.0.1", threaded=True) as server:
-        fake = PacedGbif(server, delay=latency_seconds)
+        fake = PacedGbif(server, delay=latency_seconds, name_cost=name_cost_seconds)
         genus_keys: dict[str, int] = {}
         family_lineage = HELIANTHUS_LINEAGE[:-1]  # kingdom to family; the genus is generated
         for name, key in (names or {}).items():

@@ -72,9 +72,15 @@ class GbifResource(HttpApiResource):
     base_url: str = _GBIF.base_url
     min_interval_ms: int = _GBIF.min_interval_ms
     max_concurrency: int = _GBIF.max_concurrency
+    match_batch_size: int = Settings.gbif_match_batch_size
+    max_names_per_second: int = Settings.gbif_max_names_per_second
 
     def get_client(self) -> GbifClient:
-        return GbifClient(self.http_client("gbif"))
+        return GbifClient(
+            self.http_client("gbif"),
+            match_batch_size=self.match_batch_size,
+            max_names_per_second=self.max_names_per_second,
+        )
 
 
 class WikidataResource(HttpApiResource):
@@ -136,7 +142,11 @@ def build_resources(settings: Settings) -> Resources:
 
     return {
         "app_db": AppDatabaseResource(),
-        "gbif": GbifResource(**api("gbif")),
+        "gbif": GbifResource(
+            match_batch_size=settings.gbif_match_batch_size,
+            max_names_per_second=settings.gbif_max_names_per_second,
+            **api("gbif"),
+        ),
         "wikidata": WikidataResource(**api("wikidata")),
         "commons": CommonsResource(**api("commons")),
         "iucn": IucnResource(

@@ -99,6 +99,10 @@ class Settings:
     http: HttpSettings
     graphql: GraphqlSettings = field(default_factory=GraphqlSettings)
     apis: Mapping[str, ApiSettings] = field(default_factory=lambda: dict(API_DEFAULTS))
+    gbif_match_batch_size: int = 100
+    """Names (or keys) per GBIF batch match, a POST; 0 asks one a GET."""
+    gbif_max_names_per_second: int = 500
+    """Names (or keys) asked of GBIF's matcher a second, batched or not."""
     iucn_token_configured: bool = False
     crons: Mapping[str, str] = field(default_factory=dict)
     """`<JOB>_CRON` variables as set; each job's own `JobSpec.cron` is the default."""
@@ -140,6 +144,12 @@ class Settings:
             http=http,
             graphql=graphql,
             apis={name: _api(env, name, defaults) for name, defaults in API_DEFAULTS.items()},
+            gbif_match_batch_size=_integer(
+                env, "GBIF_MATCH_BATCH_SIZE", cls.gbif_match_batch_size, maximum=1000
+            ),
+            gbif_max_names_per_second=_integer(
+                env, "GBIF_MAX_NAMES_PER_SECOND", cls.gbif_max_names_per_second, minimum=1
+            ),
             iucn_token_configured=_text(env, "IUCN_API_TOKEN") is not None,
             crons={
                 key: value

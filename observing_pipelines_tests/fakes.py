@@ -15,6 +15,7 @@ import re
 import threading
 import time
 from collections import defaultdict, deque
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -124,6 +125,15 @@ class FakeGbif:
     """`/v1/species/{key}/vernacularNames` entries by key, served in pages as GBIF does."""
     own_names: dict[int, str] = field(default_factory=dict)
     """The `vernacularName` of `/v1/species/{key}`."""
+    batch_refusal: Response | None = None
+    """The answer to every batch POST, as a GBIF without the batch form gives (e.g. 405)."""
+    batch_mangle: Callable[[list[Any]], Any] | None = None
+    """Rewrites a batch's answers before they are sent (reorder, drop, replace)."""
+    batches: list[int] = field(default_factory=list)
+    """The size of each batch POST served."""
+    http_requests: int = 0
+    matched_at: list[tuple[float, int]] = field(default_factory=list)
+    """When each matcher request arrived (`time.monotonic()`) and how many names it asked."""
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -139,11 +149,11 @@ class FakeGbif:
         )
 
     def _red_list(self, request: Request) -> Response:
-        self.requests.append({"path": request.path})
+        self._log_request({"path": request.path})
         return json_response(self.red_list.get(int(request.path.split("/")[3]), {}))
 
     def _vernacular_names(self, request: Request) -> Response:
-        self.requests.append({"path": request.path} | dict(request.args))
+        self._log_request({"path": request.path} | dict(request.args))
         key = int(request.path.split("/")[3])
         scripted = self._next_scripted(f"names {key}")
         if isinstance(scripted, Response):
@@ -157,7 +167,7 @@ class FakeGbif:
         )
 
     def _species(self, request: Request) -> Response:
-        self.requests.append({"path": request.path})
+        self._log_request({"path": request.path})
         key = int(request.path.split("/")[3])
         scripted = self._next_scripted(f"species {key}")
         if isinstance(scripted, Response):
@@ -166,6 +176,11 @@ class FakeGbif:
         if key in self.own_names:
             body["vernacularName"] = self.own_names[key]
         return json_response(body)
+
+    def _log_request(self, entry: dict[str, str]) -> None:
+        with self._lock:
+            self.http_requests += 1
+            self.requests.append(entry)
 
     def _next_scripted(self, subject: str) -> Response | None:
         """The next scripted answer for `subject`; a scripted delay is slept here."""
@@ -190,13 +205,52 @@ class FakeGbif:
 
     @property
     def calls(self) -> int:
-        return len(self.requests)
+        """HTTP requests served (a batch is one)."""
+        return self.http_requests
 
     def _handle(self, request: Request) -> Response:
+        if request.method == "POST":
+            return self._handle_batch(request)
         args = dict(request.args)
         with self._lock:
+            self.http_requests += 1
+            self.matched_at.append((time.monotonic(), 1))
             self.requests.append(args | {"_user_agent": request.headers.get("User-Agent", "")})
-            subject = (args.get("scientificName") or args.get("usageKey") or "").casefold()
+        return self._answer(args, in_batch=False)
+
+    def _handle_batch(self, request: Request) -> Response:
+        """The POST form: a JSON array of queries, answered with the GET form's answers in an
+        array, in order. A query whose scripted answer is a response makes it the answer to
+        the whole request; `batch_refusal` and `batch_mangle` play a GBIF without the batch
+        form, or one whose answer does not line up."""
+        queries = request.get_json(silent=True)
+        user_agent = request.headers.get("User-Agent", "")
+        with self._lock:
+            self.http_requests += 1
+            self.batches.append(len(queries) if isinstance(queries, list) else 0)
+            self.matched_at.append((time.monotonic(), self.batches[-1]))
+        if self.batch_refusal is not None:
+            return self.batch_refusal
+        if not isinstance(queries, list):
+            return json_response({"message": "expected an array"}, 400)
+        answers = []
+        for query in queries:
+            args = {key: str(value) for key, value in query.items()}
+            with self._lock:
+                self.requests.append(args | {"_user_agent": user_agent, "_batch": "true"})
+            answer = self._answer(args, in_batch=True)
+            if answer.status_code != 200:
+                return answer
+            answers.append(json.loads(answer.get_data()))
+        if self.batch_mangle is not None:
+            answers = self.batch_mangle(answers)
+        return json_response(answers)
+
+    def _answer(self, args: dict[str, str], *, in_batch: bool) -> Response:
+        """The answer to one query. Inside a batch a key GBIF does not know is no match, as
+        a 404 is from the GET form (a batch cannot answer one of its entries with a 404)."""
+        subject = (args.get("scientificName") or args.get("usageKey") or "").casefold()
+        with self._lock:
             queue = self.scripted.get(subject)
             scripted = queue.popleft() if queue else None
         if isinstance(scripted, Response):
@@ -206,6 +260,8 @@ class FakeGbif:
         if "usageKey" in args:
             body = self.by_key.get(int(args["usageKey"]))
             if body is None:
+                if in_batch:  # what the GET form's 404 means: no match, nothing more
+                    return json_response({"diagnostics": {"matchType": "NONE"}})
                 return Response(
                     '{"message":"Not found"}', status=404, content_type="application/json"
                 )
@@ -451,6 +507,8 @@ class PacedGbif(FakeGbif):
     """
 
     delay: float = 0.0
+    name_cost: float = 0.0
+    """Seconds more a batch takes per name in it (the server's own work)."""
 
     def __post_init__(self) -> None:
         self.gate = threading.Event()
@@ -467,6 +525,8 @@ class PacedGbif(FakeGbif):
         try:
             if self.delay:
                 time.sleep(self.delay)
+            if self.name_cost and request.method == "POST":
+                time.sleep(self.name_cost * len(request.get_json(silent=True) or ()))
             return super()._handle(request)
         finally:
             with self._lock:
@@ -512,8 +572,14 @@ class FaultyGbif(FakeGbif):
         return FAULT_KINDS[digest[8] % len(FAULT_KINDS)]
 
     def _handle(self, request: Request) -> Response:
-        subject = request.args.get("scientificName") or request.args.get("usageKey") or ""
-        kingdom = request.args.get("kingdom")
+        """A GET's fault is its question's; a batch's is its first question's, for the whole
+        request (a server fails a request, not an entry of it)."""
+        args: Mapping[str, str] = request.args
+        if request.method == "POST":
+            queries = request.get_json(silent=True) or [{}]
+            args = {key: str(value) for key, value in queries[0].items()}
+        subject = args.get("scientificName") or args.get("usageKey") or ""
+        kingdom = args.get("kingdom")
         with self._lock:
             nth = self._asked[(subject, kingdom)]
             self._asked[(subject, kingdom)] += 1

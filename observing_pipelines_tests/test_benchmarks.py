@@ -35,4 +35,5 @@ def test_scale_benchmark_runs(monkeypatch, capsys):
 def test_throughput_benchmark_runs(monkeypatch, capsys):
     run_script(throughput.main, monkeypatch, "--names", "12", "--latency-ms", "1", "--rounds", "1")
     out = capsys.readouterr().out
-    assert "ours (defaults)" in out and "legacy (serial + 100 ms)" in out
+    for algorithm in ("ours, batches (defaults)", "ours, one name a request", "legacy"):
+        assert f"| {algorithm}" in out

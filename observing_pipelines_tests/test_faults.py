@@ -360,6 +360,9 @@ def cli_environment(database_url: str, gbif: HTTPServer, wikidata: HTTPServer) -
         "WIKIDATA_RATE_LIMIT_MS": "0",
         "HTTP_TIMEOUT_SECONDS": "5",
         "HTTP_MAX_ATTEMPTS": "2",
+        # A name a request, so "at most one save batch lost" counts names asked one by one;
+        # GBIF batches in flight (one per worker) are the batch tests' (test_gbif_batches.py).
+        "GBIF_MATCH_BATCH_SIZE": "0",
     }
 
 
@@ -622,7 +625,11 @@ def test_the_dagster_step_rides_out_a_postgres_restart_through_its_retry_policy(
         dg.Definitions(
             resources={
                 "app_db": AppDatabaseResource(),
-                "gbif": GbifResource(base_url=gbif_server.url_for(""), min_interval_ms=0),
+                # One name a request: `hold` settles the answers in flight, then the restart
+                # lands between two saves (a batch of 100 would answer the rest at once).
+                "gbif": GbifResource(
+                    base_url=gbif_server.url_for(""), min_interval_ms=0, match_batch_size=0
+                ),
                 "wikidata": WikidataResource(
                     base_url=wikidata_server.url_for("/sparql"), min_interval_ms=0
                 ),

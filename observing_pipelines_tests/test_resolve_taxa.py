@@ -94,6 +94,10 @@ def run_pass(conn, gbif_client, wikidata_client):
 
 @pytest.fixture
 def world(fake_gbif, fake_wikidata):
+    return serve_world(fake_gbif, fake_wikidata)
+
+
+def serve_world(fake_gbif, fake_wikidata):
     """The test taxonomy, served by the fake GBIF and WDQS."""
     helianthus = match_body("EXACT", fakes.HELIANTHUS_ANNUUS, fakes.HELIANTHUS_LINEAGE)
     fake_gbif.add_name("Helianthus annuus", helianthus)

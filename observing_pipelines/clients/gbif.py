@@ -1,26 +1,40 @@
 """GBIF species API, parsed into typed records at the edge.
 
 The v2 matcher (`/v2/species/match`, as today's resolver uses it: by `scientificName` +
-`kingdom`, and by `usageKey`), and three v1 reads by key: the Red List category, the usage's
+`kingdom`, and by `usageKey`), one question a GET or up to a batch of them a POST (`match_many`),
+and three v1 reads by key: the Red List category, the usage's
 own vernacular name and its paged list of vernacular names. Raw JSON stops here; above this
 module nothing indexes into API dictionaries.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from pyrate_limiter import Duration, InMemoryBucket, Limiter, Rate
 
 from observing_pipelines.clients.http import (
     MalformedResponseError,
     PoliteHttpClient,
+    UpstreamError,
     UpstreamNotFound,
 )
 from observing_pipelines.clients.iucn import CATEGORIES
 from observing_pipelines.text import storable_or_none
 
+log = logging.getLogger(__name__)
+
 SERVICE = "gbif"
 MATCH_PATH = "/v2/species/match"
+MAX_MATCH_BATCH = 1000
+"""GBIF's own limit on queries per batch (gbif/gbif-api#204)."""
+NAMES_WINDOW_MARGIN_MS = 50
+NO_BATCH_STATUSES = frozenset({404, 405, 415, 501})
+"""What a server without the batch form answers a POST (Varnish said 405, before 2026-09)."""
 
 
 @dataclass(frozen=True)
@@ -184,11 +198,90 @@ MAX_VERNACULAR_PAGES = 50
 """5,000 names: the most-named taxa have a few hundred. A list that goes on is an error."""
 
 
-class GbifClient:
-    """The calls `resolve_taxa` makes, answering typed `GbifMatch` records."""
+@dataclass(frozen=True)
+class MatchQuery:
+    """One question to the matcher: a name (with its kingdom, if known) or a usage key."""
 
-    def __init__(self, http: PoliteHttpClient) -> None:
+    scientific_name: str | None = None
+    kingdom: str | None = None
+    usage_key: int | None = None
+
+    def params(self) -> dict[str, str | int]:
+        """As the GET form's parameters, and as one object of the POST form's array."""
+        if self.usage_key is not None:
+            return {"usageKey": self.usage_key}
+        params: dict[str, str | int] = {"scientificName": self.scientific_name or ""}
+        if self.kingdom:
+            params["kingdom"] = self.kingdom
+        return params
+
+
+def parse_match_batch(body: Any, expected: int) -> list[GbifMatch]:
+    """The POST form's answer: a JSON array of matches, one per query, in order. Anything else
+    (another length, not an array, an entry that is not a match) raises
+    `MalformedResponseError`: an answer that cannot be lined up is never mapped onto names."""
+    if not isinstance(body, list):
+        raise MalformedResponseError(
+            SERVICE, f"batch match answer is a {type(body).__name__}, not an array"
+        )
+    if len(body) != expected:
+        raise MalformedResponseError(
+            SERVICE, f"batch match answer has {len(body)} entries for {expected} queries"
+        )
+    return [parse_match(entry) for entry in body]
+
+
+def lined_up(query: MatchQuery, match: GbifMatch) -> bool:
+    """Whether `match` can be the answer to `query`: the key asked for, or, for an EXACT name
+    match, a name whose every word is in the name asked (authorship aside). GBIF does not
+    promise batch answers in input order; a reordered batch fails this for all but a few."""
+    if match.usage is None:
+        return True
+    if query.usage_key is not None:
+        return match.usage.key == query.usage_key
+    if match.match_type != "EXACT":
+        return True  # fuzzy, variant and higher-rank answers differ from the query by nature
+    asked = set((query.scientific_name or "").casefold().split())
+    return set(match.usage.name.casefold().split()) <= asked
+
+
+class GbifClient:
+    """The calls the jobs make, answering typed records.
+
+    With `match_batch_size` > 0, `match_many` asks the matcher that many questions a POST, and
+    `max_names_per_second` bounds the questions (GET or POST) the client asks a second, next to
+    the requests a second its `PoliteHttpClient` allows. A POST answered 404/405/415/501 or with
+    an HTML page means this GBIF has no batch form: the client asks one question a GET from
+    then on, and says so once.
+    """
+
+    def __init__(
+        self,
+        http: PoliteHttpClient,
+        *,
+        match_batch_size: int = 0,
+        max_names_per_second: int = 500,
+    ) -> None:
         self.http = http
+        self.match_batch_size = min(match_batch_size, MAX_MATCH_BATCH, max_names_per_second)
+        # A window of a second and a little more: a batch sent the instant the window allows
+        # must not reach GBIF inside the last one because the one before travelled slower.
+        rate = Rate(max_names_per_second, Duration.SECOND + NAMES_WINDOW_MARGIN_MS)
+        self._names = Limiter(InMemoryBucket([rate]), buffer_ms=5)  # as `PoliteHttpClient`
+        self._batch_refused = threading.Event()
+
+    @property
+    def batching(self) -> bool:
+        return self.match_batch_size > 0 and not self._batch_refused.is_set()
+
+    def match_many(self, queries: Sequence[MatchQuery]) -> list[GbifMatch | UpstreamError]:
+        """One answer per query, in order: its match, or the error that query met. A batch
+        whose answer cannot be used is asked once more, then its queries one GET each."""
+        answers: list[GbifMatch | UpstreamError] = []
+        size = self.match_batch_size or 1
+        for start in range(0, len(queries), size):
+            answers += self._match_batch(queries[start : start + size])
+        return answers
 
     def match_name(self, name: str, kingdom: str | None) -> GbifMatch:
         params: dict[str, str | int] = {"scientificName": name}
@@ -239,8 +332,45 @@ class GbifClient:
             SERVICE, f"vernacularNames did not end after {MAX_VERNACULAR_PAGES} pages"
         )
 
+    def _match_batch(self, batch: Sequence[MatchQuery]) -> list[GbifMatch | UpstreamError]:
+        for attempt in (1, 2):
+            if not self.batching or len(batch) < 2:
+                break
+            self._names.try_acquire("names", len(batch))
+            try:
+                body = self.http.request_json(
+                    "POST", MATCH_PATH, json=[query.params() for query in batch]
+                )
+                matches = parse_match_batch(body, len(batch))
+                if not all(map(lined_up, batch, matches)):
+                    raise MalformedResponseError(SERVICE, "batch answers are not in query order")
+                return list(matches)
+            except UpstreamError as error:
+                if error.status in NO_BATCH_STATUSES or (error.html and attempt == 1):
+                    self._refuse_batches(error)
+                    break
+                then = "asking again" if attempt == 1 else "asking its names one by one"
+                log.warning("GBIF batch of %d not usable (%s); %s", len(batch), error, then)
+                if not isinstance(error, MalformedResponseError):
+                    break  # retries are spent: the request failed, not the answer
+        return [self._match_one(query) for query in batch]
+
+    def _refuse_batches(self, error: UpstreamError) -> None:
+        if not self._batch_refused.is_set():
+            self._batch_refused.set()
+            log.warning(
+                "GBIF does not take batch matches here (%s); matching one name a request", error
+            )
+
+    def _match_one(self, query: MatchQuery) -> GbifMatch | UpstreamError:
+        try:
+            return self._match(query.params())
+        except UpstreamError as error:
+            return error
+
     def _match(self, params: dict[str, str | int]) -> GbifMatch:
         """One matcher call; a 404 is no match, as the app has always read it."""
+        self._names.try_acquire("names")
         try:
             body = self.http.request_json("GET", MATCH_PATH, params=params)
         except UpstreamNotFound:

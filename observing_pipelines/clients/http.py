@@ -45,12 +45,25 @@ _HTML_TITLE = re.compile(r"<title>(.{0,120}?)</title>", re.IGNORECASE | re.DOTAL
 
 
 class UpstreamError(Exception):
-    """A call failed for good (after retries) or answered something we cannot use."""
+    """A call failed for good (after retries) or answered something we cannot use;
+    `content_type` is the answer's, when there was one."""
 
-    def __init__(self, service: str, message: str, status: int | None = None) -> None:
+    def __init__(
+        self,
+        service: str,
+        message: str,
+        status: int | None = None,
+        content_type: str | None = None,
+    ) -> None:
         super().__init__(f"{service}: {message}")
         self.service = service
         self.status = status
+        self.content_type = content_type
+
+    @property
+    def html(self) -> bool:
+        """The answer was an HTML page (a proxy's or a server's own), not the API's JSON."""
+        return "html" in (self.content_type or "").lower()
 
 
 class MalformedResponseError(UpstreamError):
@@ -70,8 +83,9 @@ class RetryableError(UpstreamError):
         message: str,
         status: int | None = None,
         retry_after: float | None = None,
+        content_type: str | None = None,
     ) -> None:
-        super().__init__(service, message, status)
+        super().__init__(service, message, status, content_type)
         self.retry_after = retry_after
 
 
@@ -146,10 +160,11 @@ class PoliteHttpClient:
         *,
         params: dict[str, Any] | None = None,
         data: dict[str, Any] | None = None,
+        json: Any = None,
         headers: dict[str, str] | None = None,
         busy_signal: Callable[[Any], str | None] | None = None,
     ) -> Any:
-        """Send with retries; return the decoded JSON body.
+        """Send with retries; return the decoded JSON body. `json` is sent as a JSON body.
 
         `busy_signal` reads a 200 body for a service's own "come back later" (MediaWiki answers
         `maxlag` that way); a message from it is retried like a 503. Raises `UpstreamNotFound`
@@ -164,9 +179,11 @@ class PoliteHttpClient:
             reraise=True,
         )
         try:
-            return retrying(self._send_once, method, url, params, data, headers, busy_signal)
+            return retrying(self._send_once, method, url, params, data, json, headers, busy_signal)
         except RetryableError as error:
-            raise UpstreamError(self.service, str(error).split(": ", 1)[-1], error.status) from None
+            raise UpstreamError(
+                self.service, str(error).split(": ", 1)[-1], error.status, error.content_type
+            ) from None
 
     def _send_once(
         self,
@@ -174,6 +191,7 @@ class PoliteHttpClient:
         url: str,
         params: dict[str, Any] | None,
         data: dict[str, Any] | None,
+        json: Any,
         headers: dict[str, str] | None,
         busy_signal: Callable[[Any], str | None] | None,
     ) -> Any:
@@ -189,6 +207,7 @@ class PoliteHttpClient:
                     url,
                     params=params,
                     data=data,
+                    json=json,
                     headers=headers,
                     timeout=self.policy.timeout_seconds,
                 )
@@ -208,23 +227,34 @@ class PoliteHttpClient:
 
     def _decode(self, response: requests.Response) -> Any:
         status = response.status_code
+        content_type = storable(response.headers.get("Content-Type", ""), 100) or None
         if status in RETRYABLE_STATUSES:
             retry_after = parse_retry_after(response.headers.get("Retry-After"))
             if status == 429 and retry_after:
                 self._pause(retry_after)
             raise RetryableError(
-                self.service, f"HTTP {status}{_snippet(response)}", status, retry_after
+                self.service,
+                f"HTTP {status}{_snippet(response)}",
+                status,
+                retry_after,
+                content_type,
             )
         if status == 404:
-            raise UpstreamNotFound(self.service, f"HTTP 404{_snippet(response)}", status)
+            raise UpstreamNotFound(
+                self.service, f"HTTP 404{_snippet(response)}", status, content_type
+            )
         if status >= 400:
-            raise UpstreamError(self.service, f"HTTP {status}{_snippet(response)}", status)
+            raise UpstreamError(
+                self.service, f"HTTP {status}{_snippet(response)}", status, content_type
+            )
         try:
             return response.json()
         except ValueError:
-            content_type = storable(response.headers.get("Content-Type", "no content type"), 100)
             raise RetryableError(
-                self.service, f"unreadable body ({content_type}){_snippet(response)}", status
+                self.service,
+                f"unreadable body ({content_type or 'no content type'}){_snippet(response)}",
+                status,
+                content_type=content_type,
             ) from None
 
     def _pause(self, seconds: float) -> None:

@@ -14,14 +14,17 @@ only `fetched_at` moves. `community_ids` is refreshed once if anything was re-st
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 
 from psycopg2.extensions import connection as Connection
 
 from observing_pipelines import inputs
-from observing_pipelines.clients.gbif import GbifClient
+from observing_pipelines.clients.gbif import GbifClient, GbifMatch, MatchQuery
+from observing_pipelines.clients.http import UpstreamError
 from observing_pipelines.db import identifications, resolution_attempts, taxa
 from observing_pipelines.db.item_failures import PriorFailure
 from observing_pipelines.db.taxa import TaxonRow
@@ -29,8 +32,10 @@ from observing_pipelines.taxa.backoff import Backoff
 from observing_pipelines.taxa.enrichment import (
     AwaitingConfirmation,
     Enrichment,
+    Failed,
     JobOptions,
     JobSpec,
+    guarded,
 )
 from observing_pipelines.taxa.matching import Resolution, judge_match
 from observing_pipelines.taxa.report import SyncReport
@@ -93,7 +98,31 @@ class BackboneFreshness(Enrichment[TaxonRow, Recheck]):
         return taxa.hot_stale_taxa(conn, SPEC.name, o.top_n, o.recent_days, o.stale_days, limit)
 
     def look_up(self, item: TaxonRow, prior: PriorFailure | None) -> Recheck:
-        answer = judge_match(self.gbif.match_usage_key(item.taxon_key))
+        return self._recheck(item, prior, self.gbif.match_usage_key(item.taxon_key))
+
+    def look_up_chunk(
+        self, chunk: Sequence[TaxonRow], priors: Mapping[int, PriorFailure], pool: Executor
+    ) -> list[Recheck | Failed]:
+        """The chunk's keys in GBIF batches (`GbifClient.match_many`); each answer is judged
+        on its own, so one odd answer fails its taxon only."""
+        matches = self.gbif.match_many([MatchQuery(usage_key=t.taxon_key) for t in chunk])
+        return [
+            self._judged(item, priors.get(item.taxon_key), match)
+            for item, match in zip(chunk, matches, strict=True)
+        ]
+
+    def _judged(
+        self, item: TaxonRow, prior: PriorFailure | None, match: GbifMatch | UpstreamError
+    ) -> Recheck | Failed:
+        if isinstance(match, UpstreamError):
+            return Failed(str(match))
+        recheck: Recheck | Failed = guarded(
+            partial(self._recheck, item, prior, match), f"taxon {item.taxon_key}"
+        )
+        return recheck
+
+    def _recheck(self, item: TaxonRow, prior: PriorFailure | None, match: GbifMatch) -> Recheck:
+        answer = judge_match(match)
         fresh = next((row for row in answer.rows if row.taxon_key == item.taxon_key), None)
         if fresh is None and (prior is None or prior.awaiting_confirmation != GONE):
             # One "no such key" could be a GBIF hiccup: unstamping on it would be costly.

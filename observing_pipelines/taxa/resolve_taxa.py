@@ -9,10 +9,12 @@ nothing to do reads only the unstamped rows (`TaxaResolver._look_for_changes`).
 
 Each distinct question is asked once: pairs that differ only in spacing or case share a lookup.
 A lookup is answered by, in order, our memo (`pipelines.resolution_attempts`), the taxa cache,
-then GBIF (and Wikidata for cross-walks) through a bounded thread pool. Failures are recorded per
-item with a next-try time that backs off, and never stop the pass. Writes happen in batches,
-each one transaction (taxa upsert + attempts + stamps), so a killed run loses at most the
-answers of one unsaved batch and never leaves a stamp without its taxon row.
+then GBIF (and Wikidata for cross-walks) through a bounded thread pool, in GBIF's batches of
+`GbifClient.match_batch_size` questions (or one a request). Failures are recorded per item with
+a next-try time that backs off, and never stop the pass. Writes happen in batches, each one
+transaction (taxa upsert + attempts + stamps), so a killed run loses at most the answers of one
+unsaved batch (and of the GBIF batches in flight) and never leaves a stamp without its taxon
+row.
 """
 
 from __future__ import annotations
@@ -23,13 +25,14 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from itertools import islice
 from typing import Any
 
 from psycopg2.extensions import connection as Connection
 
 from observing_pipelines import inputs
-from observing_pipelines.clients.gbif import GbifClient
+from observing_pipelines.clients.gbif import GbifClient, GbifMatch, MatchQuery
 from observing_pipelines.clients.http import UpstreamError
 from observing_pipelines.clients.wikidata import WikidataClient
 from observing_pipelines.db import change_marks, identifications, resolution_attempts, taxa
@@ -212,8 +215,9 @@ class _Pass:
                 self.settle(lookup, lookup.answer, remember=lookup.digest in self.priors)
         return [lookup for lookup in lookups if lookup.answer is None]
 
-    def fetch(self, lookups: list[Lookup], ask: Callable[[Lookup], Resolution]) -> None:
-        """Ask upstream for each lookup, a few at a time; every failure stays with its item.
+    def fetch(self, lookups: list[Lookup], ask: Callable[[list[Lookup]], list[Resolution]]) -> None:
+        """Ask upstream about the lookups, a batch (`GbifClient.match_batch_size`, or one) at a
+        time, a few batches at once; every failure stays with its item.
 
         `limit` caps what one pass asks upstream; the rest waits for the next pass. It applies
         after triage, so subjects still backing off never crowd out the ones that can be asked.
@@ -233,10 +237,14 @@ class _Pass:
             return
         if not lookups:
             return
+        size = max(self.resolver.gbif.match_batch_size, 1)
+        batches = [lookups[start : start + size] for start in range(0, len(lookups), size)]
         workers = max(self.options.max_concurrency, 1)
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="resolve")
         try:
-            self._collect(pool, ask, lookups, in_flight_limit=workers * IN_FLIGHT_PER_WORKER)
+            # A few lookups per worker in flight, and at least one batch each.
+            window = max(workers, workers * IN_FLIGHT_PER_WORKER // size)
+            self._collect(pool, ask, batches, len(lookups), window)
         except BaseException:
             # A database failure while saving, or a deploy's SIGTERM: stop asking GBIF for
             # answers nobody keeps, and leave now rather than after the requests in flight.
@@ -247,35 +255,39 @@ class _Pass:
     def _collect(
         self,
         pool: ThreadPoolExecutor,
-        ask: Callable[[Lookup], Resolution],
-        lookups: list[Lookup],
+        ask: Callable[[list[Lookup]], list[Resolution]],
+        batches: list[list[Lookup]],
+        total: int,
         in_flight_limit: int,
     ) -> None:
-        """Keep a few lookups per worker in flight and settle each answer as it comes. Submitting
-        the whole backlog at once would hold every answer (and its lineage rows) in memory until
-        the pass ends: about 3 KiB a name, 300 MiB for a 100,000-name backlog."""
-        waiting = iter(lookups)
-        in_flight: dict[Future[Resolution], Lookup] = {}
+        """Keep a few batches per worker in flight and settle each answer as it comes.
+        Submitting the whole backlog at once would hold every answer (and its lineage rows) in
+        memory until the pass ends: about 3 KiB a name, 300 MiB for a 100,000-name backlog."""
+        waiting = iter(batches)
+        in_flight: dict[Future[list[Resolution]], list[Lookup]] = {}
         done = 0
         while True:
-            for lookup in islice(waiting, in_flight_limit - len(in_flight)):
-                in_flight[pool.submit(_guarded, ask, lookup)] = lookup
+            for batch in islice(waiting, in_flight_limit - len(in_flight)):
+                in_flight[pool.submit(_guarded, ask, batch)] = batch
             if not in_flight:
                 return
             finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
             for future in finished:
-                self.settle(in_flight.pop(future), future.result())
-                done += 1
-                if done % PROGRESS_EVERY == 0:
-                    log.info(
-                        "%s pass progress: %d/%d processed, %d resolved, %d not found, %d errors",
-                        self.kind,
-                        done,
-                        len(lookups),
-                        self.tally.resolved,
-                        self.tally.not_found,
-                        self.tally.errors,
-                    )
+                batch = in_flight.pop(future)
+                for lookup, answer in zip(batch, future.result(), strict=True):
+                    self.settle(lookup, answer)
+                    done += 1
+                    if done % PROGRESS_EVERY == 0:
+                        log.info(
+                            "%s pass progress: %d/%d processed, %d resolved, %d not found, "
+                            "%d errors",
+                            self.kind,
+                            done,
+                            total,
+                            self.tally.resolved,
+                            self.tally.not_found,
+                            self.tally.errors,
+                        )
 
     def settle(self, lookup: Lookup, answer: Resolution, *, remember: bool = True) -> None:
         """Count an answer and queue its writes (none in a dry run)."""
@@ -450,9 +462,14 @@ class TaxaResolver:
                     )
                     break
 
-    def _ask_gbif_by_name(self, lookup: Lookup) -> Resolution:
-        match = self.gbif.match_name(lookup.subject, lookup.kingdom)
-        return judge_match(match, cache_names(lookup.subject))
+    def _ask_gbif_by_name(self, lookups: list[Lookup]) -> list[Resolution]:
+        queries = [
+            MatchQuery(scientific_name=lookup.subject, kingdom=lookup.kingdom) for lookup in lookups
+        ]
+        return [
+            _judged(lookup, match, partial(_judge_name, lookup))
+            for lookup, match in zip(lookups, self.gbif.match_many(queries), strict=True)
+        ]
 
     # -- taxonID pass ------------------------------------------------------------------------
 
@@ -513,10 +530,13 @@ class TaxaResolver:
             if row is not None and row.accepted_taxon_key is not None:
                 lookup.answer = Resolution("resolved", row.accepted_taxon_key, row.taxon_key)
 
-    def _ask_gbif_by_key(self, lookup: Lookup) -> Resolution:
-        key = lookup.ref.gbif_key() if lookup.ref else None
-        assert key is not None
-        return judge_match(self.gbif.match_usage_key(key))
+    def _ask_gbif_by_key(self, lookups: list[Lookup]) -> list[Resolution]:
+        keys = [lookup.ref.gbif_key() if lookup.ref else None for lookup in lookups]
+        matches = self.gbif.match_many([MatchQuery(usage_key=key) for key in keys])
+        return [
+            _judged(lookup, match, judge_match)
+            for lookup, match in zip(lookups, matches, strict=True)
+        ]
 
 
 def forget_answers(
@@ -539,10 +559,30 @@ def forget_answers(
     return forced
 
 
-def _guarded(ask: Callable[[Lookup], Resolution], lookup: Lookup) -> Resolution:
-    """Run one lookup; any failure becomes that item's recorded error, never the pass's."""
-    answer = guarded(lambda: ask(lookup), lookup.describe())
-    return Resolution.failed("error", answer.error) if isinstance(answer, Failed) else answer
+def _guarded(
+    ask: Callable[[list[Lookup]], list[Resolution]], batch: list[Lookup]
+) -> list[Resolution]:
+    """Run one batch of lookups; a failure of the whole batch becomes each item's recorded
+    error, never the pass's."""
+    answers = guarded(lambda: ask(batch), f"a batch of {len(batch)} lookups")
+    if isinstance(answers, Failed):
+        return [Resolution.failed("error", answers.error)] * len(batch)
+    return answers
+
+
+def _judge_name(lookup: Lookup, match: GbifMatch) -> Resolution:
+    return judge_match(match, cache_names(lookup.subject))
+
+
+def _judged(
+    lookup: Lookup, match: GbifMatch | UpstreamError, judge: Callable[[GbifMatch], Resolution]
+) -> Resolution:
+    """The verdict on one answer of a batch: its error, or the judge's (guarded, so one odd
+    answer stays with its lookup)."""
+    if isinstance(match, UpstreamError):
+        return Resolution.failed("error", str(match))
+    verdict = guarded(lambda: judge(match), lookup.describe())
+    return Resolution.failed("error", verdict.error) if isinstance(verdict, Failed) else verdict
 
 
 def _group_names(pairs: Iterable[NamePair]) -> list[Lookup]:
