@@ -33,9 +33,7 @@ defs = dg.Definitions.merge(
     ),
 )
 
-_unknown_crons = set(settings.crons) - {
-    cron_variable(job.name) for job in defs.get_repository_def().get_all_jobs()
-}
+_unknown_crons = set(settings.crons) - {cron_variable(module.SPEC.name) for module in JOBS}
 if _unknown_crons:
     raise SettingsError(
         f"{', '.join(sorted(_unknown_crons))} names no job; a job's schedule is <JOB>_CRON"

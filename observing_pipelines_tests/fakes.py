@@ -249,14 +249,9 @@ class FakeGbif:
     def _answer(self, args: dict[str, str], *, in_batch: bool) -> Response:
         """The answer to one query. Inside a batch a key GBIF does not know is no match, as
         a 404 is from the GET form (a batch cannot answer one of its entries with a 404)."""
-        subject = (args.get("scientificName") or args.get("usageKey") or "").casefold()
-        with self._lock:
-            queue = self.scripted.get(subject)
-            scripted = queue.popleft() if queue else None
-        if isinstance(scripted, Response):
+        scripted = self._next_scripted(args.get("scientificName") or args.get("usageKey") or "")
+        if scripted is not None:
             return scripted
-        if isinstance(scripted, float):
-            time.sleep(scripted)
         if "usageKey" in args:
             body = self.by_key.get(int(args["usageKey"]))
             if body is None:

@@ -284,13 +284,10 @@ class GbifClient:
         return answers
 
     def match_name(self, name: str, kingdom: str | None) -> GbifMatch:
-        params: dict[str, str | int] = {"scientificName": name}
-        if kingdom:
-            params["kingdom"] = kingdom
-        return self._match(params)
+        return self._match(MatchQuery(scientific_name=name, kingdom=kingdom).params())
 
     def match_usage_key(self, key: int) -> GbifMatch:
-        return self._match({"usageKey": key})
+        return self._match(MatchQuery(usage_key=key).params())
 
     def red_list_category(self, key: int) -> RedListCategory:
         """The IUCN category GBIF holds for this usage. GBIF answers `{}` when there is no

@@ -24,7 +24,6 @@ from psycopg2.extensions import connection as Connection
 
 from observing_pipelines import inputs
 from observing_pipelines.clients.gbif import GbifClient, GbifMatch, MatchQuery
-from observing_pipelines.clients.http import UpstreamError
 from observing_pipelines.db import identifications, resolution_attempts, taxa
 from observing_pipelines.db.item_failures import PriorFailure
 from observing_pipelines.db.taxa import TaxonRow
@@ -35,7 +34,7 @@ from observing_pipelines.taxa.enrichment import (
     Failed,
     JobOptions,
     JobSpec,
-    guarded,
+    judged,
 )
 from observing_pipelines.taxa.matching import Resolution, judge_match
 from observing_pipelines.taxa.report import SyncReport
@@ -107,19 +106,13 @@ class BackboneFreshness(Enrichment[TaxonRow, Recheck]):
         on its own, so one odd answer fails its taxon only."""
         matches = self.gbif.match_many([MatchQuery(usage_key=t.taxon_key) for t in chunk])
         return [
-            self._judged(item, priors.get(item.taxon_key), match)
+            judged(
+                match,
+                partial(self._recheck, item, priors.get(item.taxon_key)),
+                f"taxon {item.taxon_key}",
+            )
             for item, match in zip(chunk, matches, strict=True)
         ]
-
-    def _judged(
-        self, item: TaxonRow, prior: PriorFailure | None, match: GbifMatch | UpstreamError
-    ) -> Recheck | Failed:
-        if isinstance(match, UpstreamError):
-            return Failed(str(match))
-        recheck: Recheck | Failed = guarded(
-            partial(self._recheck, item, prior, match), f"taxon {item.taxon_key}"
-        )
-        return recheck
 
     def _recheck(self, item: TaxonRow, prior: PriorFailure | None, match: GbifMatch) -> Recheck:
         answer = judge_match(match)

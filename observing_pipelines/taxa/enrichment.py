@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import ClassVar, Generic, Protocol, TypeVar
 
 from psycopg2.extensions import connection as Connection
@@ -255,3 +256,16 @@ def guarded(call: Callable[[], ResultT], what: str) -> ResultT | Failed:
     except Exception as error:
         log.exception("Unexpected failure for %s", what)
         return Failed(f"{type(error).__name__}: {error}")
+
+
+AnswerIn = TypeVar("AnswerIn")
+
+
+def judged(
+    answer: AnswerIn | UpstreamError, judge: Callable[[AnswerIn], ResultT], what: str
+) -> ResultT | Failed:
+    """One entry of a batch answer (`GbifClient.match_many`): the error it met, or the judge's
+    verdict on it, guarded, so one odd answer fails its own item only."""
+    if isinstance(answer, UpstreamError):
+        return Failed(str(answer))
+    return guarded(partial(judge, answer), what)

@@ -41,7 +41,7 @@ from observing_pipelines.db.resolution_attempts import AttemptRecord, SubjectKin
 from observing_pipelines.db.taxa import TaxonRow
 from observing_pipelines.settings import API_DEFAULTS
 from observing_pipelines.taxa.backoff import Backoff
-from observing_pipelines.taxa.enrichment import Failed, JobSpec, guarded
+from observing_pipelines.taxa.enrichment import Failed, JobSpec, guarded, judged
 from observing_pipelines.taxa.matching import Resolution, judge_match, pick_cached
 from observing_pipelines.taxa.names import (
     TaxonRef,
@@ -577,11 +577,8 @@ def _judge_name(lookup: Lookup, match: GbifMatch) -> Resolution:
 def _judged(
     lookup: Lookup, match: GbifMatch | UpstreamError, judge: Callable[[GbifMatch], Resolution]
 ) -> Resolution:
-    """The verdict on one answer of a batch: its error, or the judge's (guarded, so one odd
-    answer stays with its lookup)."""
-    if isinstance(match, UpstreamError):
-        return Resolution.failed("error", str(match))
-    verdict = guarded(lambda: judge(match), lookup.describe())
+    """The verdict on one answer of a batch, or the failure it met, as a `Resolution`."""
+    verdict = judged(match, judge, lookup.describe())
     return Resolution.failed("error", verdict.error) if isinstance(verdict, Failed) else verdict
 
 
