@@ -1,7 +1,8 @@
 """Idle database load of the daemon and webserver: our dagster.yaml against Dagster's defaults.
 
-Both instances serve the same code location (four RUNNING schedules that do not fire in the
-window, the dead-letter sensor) on a private PostgreSQL cluster started with
+Both instances serve the same code location (its RUNNING schedules, which do not fire in the
+window, and its sensors: dead letters, job requests, new work and the view's refresh, each
+finding nothing to do) on a private PostgreSQL cluster started with
 `pg_stat_statements`, one after the other in the same run. After a warm-up, the script counts for
 a minute: new connections (`pg_stat_database.sessions`), transactions, statements
 (`pg_stat_statements`, with the pool's pre-use pings shown apart) and connections held open. The
@@ -117,7 +118,10 @@ def main() -> None:
                 with (
                     tempfile.TemporaryDirectory() as workdir,
                     dagster_services(
-                        db_url, Path(workdir), instance=instance, env=quiet_schedules()
+                        db_url,
+                        Path(workdir),
+                        instance=instance,
+                        env=quiet_schedules() | {"NEW_WORK_SENSORS": "true"},  # as deployed
                     ),
                 ):
                     time.sleep(args.warmup)

@@ -338,14 +338,26 @@ def trigger_run_config(
         job_def = defs.resolve_job_def(job)
     except Exception as error:
         raise TriggerUsageError(f"no job {job!r} in the code location") from error
-    (asset_key,) = job_def.asset_layer.executable_asset_keys  # each job materializes one asset
-    op_name = "__".join(asset_key.path)
     try:
         run_config = yaml.safe_load(config_file.read_text()) if config_file else {}
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
         raise TriggerUsageError(f"--config {config_file}: {_one_line(error)}") from error
     if not isinstance(run_config, dict) or not isinstance(run_config.get("ops", {}), dict):
         raise TriggerUsageError(f"--config {config_file} holds no run config mapping")
+    classes = config_classes(defs.assets)
+    # `--set` configures the job's one asset that takes config (a resolve_taxa run refreshes
+    # community_ids too, which takes none).
+    configurable = [
+        op_name
+        for key in job_def.asset_layer.executable_asset_keys
+        if (op_name := "__".join(key.path)) in classes
+    ]
+    if not configurable:
+        if assignments:
+            raise TriggerUsageError(f"{job} takes no config: nothing to --set")
+        check_run_config(run_config, classes)
+        return run_config
+    (op_name,) = configurable
     op = run_config.setdefault("ops", {}).setdefault(op_name, {})
     op_config = op.setdefault("config", {}) if isinstance(op, dict) else None
     if not isinstance(op_config, dict):
@@ -358,7 +370,7 @@ def trigger_run_config(
             op_config[key.strip()] = yaml.safe_load(value)
         except yaml.YAMLError as error:
             raise TriggerUsageError(f"--set {key.strip()}: {_one_line(error)}") from error
-    check_run_config(run_config, config_classes(defs.assets))
+    check_run_config(run_config, classes)
     return run_config
 
 

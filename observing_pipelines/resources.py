@@ -10,7 +10,7 @@ so it does not show in the UI.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any, TypedDict
 
 import dagster as dg
@@ -21,7 +21,7 @@ from observing_pipelines.clients.gbif import GbifClient
 from observing_pipelines.clients.http import HttpPolicy, PoliteHttpClient
 from observing_pipelines.clients.iucn import IucnClient
 from observing_pipelines.clients.wikidata import WikidataClient
-from observing_pipelines.db.connection import connect, database_url
+from observing_pipelines.db.connection import connect, database_url, kept_connection
 from observing_pipelines.settings import API_DEFAULTS, DEFAULT_USER_AGENT, Settings
 
 
@@ -38,6 +38,10 @@ class AppDatabaseResource(dg.ConfigurableResource):
     def connect(self) -> Iterator[Connection]:
         with connect(self.resolved_url(), statement_timeout_ms=self.statement_timeout_ms) as conn:
             yield conn
+
+    def kept_connection(self) -> AbstractContextManager[Connection]:
+        """The sensors' connection, kept across ticks (`connection.kept_connection`)."""
+        return kept_connection(self.resolved_url())
 
 
 class HttpApiResource(dg.ConfigurableResource):

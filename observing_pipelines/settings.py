@@ -107,6 +107,16 @@ class Settings:
     crons: Mapping[str, str] = field(default_factory=dict)
     """`<JOB>_CRON` variables as set; each job's own `JobSpec.cron` is the default."""
     schedule_timezone: str = "UTC"
+    sensor_interval_seconds: int = 10
+    """How often the sensors of new work (new identifications, the app's requests, the view's
+    refresh) look; each look is a catalog read or an indexed query on a kept connection."""
+    new_work_sensors: bool = True
+    """Whether new identifications start a resolve_taxa run at once and the view's sensor
+    refreshes community_ids on its budget; off, only the schedule, as before."""
+    community_ids_min_interval_seconds: int = 30
+    community_ids_duration_factor: float = 10.0
+    community_ids_max_lag_seconds: int = 300
+    """The refresh budget of `community_ids` (`taxa.community_ids.RefreshBudget`)."""
     embedded_pgdata: Path = Path(".local/pgdata")
     webserver_port: int = 8080
     webserver_path_prefix: str = ""
@@ -157,6 +167,19 @@ class Settings:
                 if key.endswith(CRON_SUFFIX) and (value := _text(env, key)) is not None
             },
             schedule_timezone=_text(env, "SCHEDULE_TIMEZONE") or cls.schedule_timezone,
+            sensor_interval_seconds=_integer(
+                env, "SENSOR_INTERVAL_SECONDS", cls.sensor_interval_seconds, minimum=1
+            ),
+            new_work_sensors=_boolean(env, "NEW_WORK_SENSORS", cls.new_work_sensors),
+            community_ids_min_interval_seconds=_integer(
+                env, "COMMUNITY_IDS_MIN_INTERVAL", cls.community_ids_min_interval_seconds
+            ),
+            community_ids_duration_factor=_number(
+                env, "COMMUNITY_IDS_DURATION_FACTOR", cls.community_ids_duration_factor
+            ),
+            community_ids_max_lag_seconds=_integer(
+                env, "COMMUNITY_IDS_MAX_LAG", cls.community_ids_max_lag_seconds, minimum=1
+            ),
             embedded_pgdata=Path(_text(env, "EMBEDDED_PGDATA") or cls.embedded_pgdata),
             webserver_port=_port(env, "PORT", cls.webserver_port),
             webserver_path_prefix=_text(env, "WEBSERVER_PATH_PREFIX") or "",

@@ -37,7 +37,7 @@ from typing import Literal
 import psycopg2
 from psycopg2.extensions import connection as Connection
 
-from observing_pipelines.db.connection import APPLICATION_NAME
+from observing_pipelines.db.connection import APPLICATION_NAME, AdvisoryLock
 from observing_pipelines.log_relay import relay_process_logs
 
 log = logging.getLogger(__name__)
@@ -47,8 +47,6 @@ GRACE_SECONDS = 7.0
 EXIT_GRACE_SECONDS = 1.5
 """After the SIGKILL, how long the relay may still drain output before the command exits."""
 
-DAEMON_LOCK_KEY = 0x7461786100000002
-"""pg_advisory_lock key of the daemon leader (`identifications.WRITE_LOCK_KEY` is ...01)."""
 LOCK_POLL_SECONDS = 2.0
 LOCK_CHECK_SECONDS = 10.0
 LOCK_LOST_GRACE_SECONDS = 60.0
@@ -64,9 +62,9 @@ class LeaderLock:
     about half a minute instead of the kernel's two hours.
     """
 
-    def __init__(self, url: str, key: int = DAEMON_LOCK_KEY) -> None:
+    def __init__(self, url: str, key: int = AdvisoryLock.DAEMON_LEADER) -> None:
         self.url = url
-        self.key = key
+        self.key = int(key)
         self._conn: Connection | None = None
 
     def acquire(self, stopping: threading.Event) -> bool:

@@ -12,10 +12,12 @@ template is the app's database as Cloud SQL has it, migrated by an admin who is 
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import dagster as dg
 import psycopg2
 import pytest
 from pytest_httpserver import HTTPServer
@@ -85,6 +87,17 @@ def conn(db_url: str) -> Iterator[psycopg2.extensions.connection]:
         yield connection
     finally:
         connection.close()
+
+
+@pytest.fixture
+def instance(
+    tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[dg.DagsterInstance]:
+    """A Dagster instance as dagster.yaml configures it, its storage in the test database."""
+    shutil.copy(PROJECT_ROOT / "dagster.yaml", tmp_path / "dagster.yaml")
+    monkeypatch.setenv("DATABASE_URL", db_url)
+    with dg.DagsterInstance.from_config(str(tmp_path)) as loaded:
+        yield loaded
 
 
 def _loopback_server() -> Iterator[HTTPServer]:

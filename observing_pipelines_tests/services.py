@@ -115,7 +115,8 @@ class Services:
         production_intervals: bool = False,
         instance: dict[str, Any] | None = None,
     ) -> None:
-        """`apis` is extra environment for both services (API URLs, rate limits, crons);
+        """`apis` is extra environment for both services (API URLs, rate limits, crons;
+        `NEW_WORK_SENSORS` is off unless it turns them on);
         `production_intervals` keeps the project's dagster.yaml exactly as it is; `instance`
         replaces it.
 
@@ -138,7 +139,8 @@ class Services:
         self.env = dagster_env(
             as_user(db_url, JOBS_ROLE),
             home,
-            apis
+            {"NEW_WORK_SENSORS": "false"}  # runs only as a test starts them, unless it asks
+            | apis
             | {
                 "PORT": str(self.port),
                 "DAGSTER_GRAPHQL_PORT": str(self.port),

@@ -4,11 +4,12 @@ they assert themselves (a warm pass never calls upstream) and that they print th
 
 from __future__ import annotations
 
+import re
 import sys
 
 import pytest
 
-from benchmarks import common, scale, throughput
+from benchmarks import common, latency, scale, throughput
 
 
 @pytest.fixture(autouse=True)
@@ -37,3 +38,16 @@ def test_throughput_benchmark_runs(monkeypatch, capsys):
     out = capsys.readouterr().out
     for algorithm in ("ours, batches (defaults)", "ours, one name a request", "legacy"):
         assert f"| {algorithm}" in out
+
+
+def test_latency_benchmark_runs(monkeypatch, capsys):
+    run_script(
+        latency.main,
+        monkeypatch,
+        *("--sizes", "400", "--modes", "sensors on", "--steady-seconds", "4"),
+        *("--quiet-seconds", "1", "--burst", "3", "--latency-ms", "1", "--settle-seconds", "90"),
+    )
+    out = capsys.readouterr().out
+    for phase in ("no inserts", "one every 2 s", "burst of 3"):
+        assert f"| {phase} " in out
+    assert re.search(r"\| 400 +\| sensors on +\| burst of 3 +\| 3 +\|", out)

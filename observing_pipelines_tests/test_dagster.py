@@ -10,7 +10,7 @@ import dagster as dg
 import psycopg2
 
 from observing_pipelines.definitions import JOBS, defs
-from observing_pipelines.jobs import resolve_taxa
+from observing_pipelines.jobs import community_ids, resolve_taxa
 from observing_pipelines.jobs.resolve_taxa import identification_taxa
 from observing_pipelines.resources import AppDatabaseResource, GbifResource, WikidataResource
 from observing_pipelines.settings import Settings
@@ -36,7 +36,7 @@ def test_every_job_has_its_schedule():
     assert crons == {module.SPEC.name: module.SPEC.cron for module in JOBS}
     assert len(crons) == 5
     jobs = {job.name for job in repository.get_all_jobs() if not job.name.startswith("__")}
-    assert jobs == set(crons)
+    assert jobs == set(crons) | {"refresh_community_ids"}  # which its sensor runs
     assert all(
         s.default_status == dg.DefaultScheduleStatus.RUNNING for s in repository.schedule_defs
     )
@@ -117,7 +117,7 @@ def test_asset_materializes_with_run_metadata(
     )
     uris = identify(conn, ("Helianthus annuus", "Plantae"), ("Aaasdfadsf", None))
     result = dg.materialize(
-        [identification_taxa],
+        [identification_taxa, *(community_ids.definitions(Settings.from_env({})).assets or ())],
         resources={
             "app_db": AppDatabaseResource(url=db_url),
             "gbif": GbifResource(base_url=gbif_server.url_for(""), min_interval_ms=0),
@@ -137,7 +137,15 @@ def test_asset_materializes_with_run_metadata(
     )
     assert values["rows_stamped"] == 1 and values["errors"] == 0
     assert values["http_calls"] == 1  # both names in one batch POST (the resource's default)
-    assert values["community_ids_refreshed"] is True and values["seconds"] >= 0
+    assert values["community_ids_refreshed"] is False and values["seconds"] >= 0
+    (view,) = result.asset_materializations_for_node("ingester__community_ids")
+    assert set(view.metadata) == {"refresh_seconds", "budget_seconds", "source_writes"}
+    assert view.metadata["budget_seconds"].value == 30  # a first refresh: the minimum interval
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT count(*) FROM ingester.community_ids WHERE accepted_taxon_key = 9206251"
+        )
+        assert cur.fetchone()[0] == 1
 
 
 def test_dagster_job_execute_against_a_postgres_instance(

@@ -4,19 +4,10 @@ from __future__ import annotations
 
 import shutil
 
-import pytest
 from dagster import DagsterInstance, DagsterRun
 
 from observing_pipelines_tests.services import fetch
 from observing_pipelines_tests.support import PROJECT_ROOT
-
-
-@pytest.fixture
-def instance(tmp_path, db_url, monkeypatch):
-    shutil.copy(PROJECT_ROOT / "dagster.yaml", tmp_path / "dagster.yaml")
-    monkeypatch.setenv("DATABASE_URL", db_url)
-    with DagsterInstance.from_config(str(tmp_path)) as loaded:
-        yield loaded
 
 
 def backends(db_url: str) -> list[tuple]:

@@ -58,6 +58,8 @@ def test_schemas_and_tables(db_url):
         "job_item_failures",
         "dead_letters",
         "change_marks",
+        "job_requests",
+        "view_refreshes",
     }
     dagster_tables = {"runs", "event_logs", "jobs", "job_ticks", "alembic_version", "kvs"}
     assert dagster_tables <= relations(db_url, "dagster")
@@ -176,7 +178,7 @@ def test_migrations_are_idempotent(db_url, admin_url, conn):
     assert migrate.upgrade_all(admin_url, app_mirror=False) == []
     with conn, conn.cursor() as cur:
         cur.execute("SELECT version_num FROM pipelines.alembic_version ORDER BY 1")
-        assert [v for (v,) in cur.fetchall()] == ["p0007"]
+        assert [v for (v,) in cur.fetchall()] == ["p0008"]
 
 
 def test_the_dev_path_mirror_and_all_twice_as_a_superuser(server_url):
@@ -186,7 +188,7 @@ def test_the_dev_path_mirror_and_all_twice_as_a_superuser(server_url):
         assert migrate.upgrade_all(url, app_mirror=True) == []
         assert rows(url, "SELECT version_num FROM pipelines.alembic_version ORDER BY 1") == [
             ("m0003",),
-            ("p0007",),
+            ("p0008",),
         ]
 
 

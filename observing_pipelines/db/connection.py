@@ -7,14 +7,28 @@ dagster-postgres (Dagster's storage, pinned to the `dagster` schema through `sea
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from enum import IntEnum
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import psycopg2
 import psycopg2.extensions
 
 from observing_pipelines.settings import DatabaseSettings
+
+
+class AdvisoryLock(IntEnum):
+    """Every PostgreSQL advisory lock key we take, in one place, so that no two collide."""
+
+    WRITES = 0x7461786100000001
+    """Our writers of identifications and taxa, one at a time (transaction-scoped)."""
+    DAEMON_LEADER = 0x7461786100000002
+    """The one daemon of an instance (session-scoped, `supervisor.py`)."""
+    VIEW_REFRESH = 0x7461786100000003
+    """One refresher of community_ids at a time (transaction-scoped)."""
+
 
 PIPELINES_SCHEMA = "pipelines"
 DAGSTER_SCHEMA = "dagster"
@@ -106,6 +120,37 @@ def connect(url: str, *, statement_timeout_ms: int = 0) -> Iterator[psycopg2.ext
         yield conn
     finally:
         conn.close()
+
+
+PROBE_TIMEOUT_MS = 10_000
+_kept: dict[str, psycopg2.extensions.connection] = {}
+_kept_lock = threading.Lock()
+
+
+@contextmanager
+def kept_connection(url: str) -> Iterator[psycopg2.extensions.connection]:
+    """A connection kept open across calls in this process, for the sensors' probes: a probe
+    every few seconds must not cost a connection each time (`benchmarks/idle_db_load.py`). One
+    caller at a time holds it; a connection that failed is closed and the next call opens a
+    fresh one. Its statements time out after `PROBE_TIMEOUT_MS`, so a lock never hangs a tick.
+    """
+    with _kept_lock:
+        conn = _kept.get(url)
+        if conn is None or conn.closed:
+            conn = _kept[url] = psycopg2.connect(
+                url,
+                application_name=f"{APPLICATION_NAME}_sensors",
+                options=f"-c statement_timeout={PROBE_TIMEOUT_MS}",
+            )
+        try:
+            yield conn
+        except psycopg2.Error:
+            del _kept[url]
+            conn.close()
+            raise
+        finally:
+            if not conn.closed and conn.status != psycopg2.extensions.STATUS_READY:
+                conn.rollback()  # never leave a transaction open between ticks
 
 
 def fetch_count(cur: psycopg2.extensions.cursor) -> int:

@@ -17,11 +17,7 @@ from typing import Any
 from psycopg2.extensions import connection as Connection
 from psycopg2.extras import execute_values
 
-from observing_pipelines.db.connection import fetch_count
-
-# Serialises our writers (overlapping runs, the CLI next to a scheduled run), so two passes never
-# deadlock on the same taxa or identification rows. Transaction-scoped: released at commit.
-WRITE_LOCK_KEY = 0x7461786100000001
+from observing_pipelines.db.connection import AdvisoryLock, fetch_count
 
 
 @dataclass(frozen=True)
@@ -31,8 +27,10 @@ class NamePair:
 
 
 def take_write_lock(conn: Connection) -> None:
+    """Serialise our writers (overlapping runs, the CLI next to a scheduled run), so two passes
+    never deadlock on the same taxa or identification rows; released at commit."""
     with conn.cursor() as cur:
-        cur.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK_KEY,))
+        cur.execute("SELECT pg_advisory_xact_lock(%s)", (int(AdvisoryLock.WRITES),))
 
 
 def pending_name_pairs(conn: Connection, kingdom: str | None = None) -> list[NamePair]:
@@ -80,6 +78,19 @@ def view_source_writes(conn: Connection) -> int:
             "'ingester.occurrences'::regclass)"
         )
         return fetch_count(cur)
+
+
+def identification_writes(conn: Connection) -> tuple[int, int]:
+    """Rows ever inserted, and rows ever updated or deleted, in `identifications`: the new-work
+    sensor's catalog read (see `view_source_writes` for what the counters promise). New
+    identifications are inserts; our stamps are updates only."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT n_tup_ins, n_tup_upd + n_tup_del FROM pg_stat_user_tables "
+            "WHERE relid = 'ingester.identifications'::regclass"
+        )
+        row = cur.fetchone()
+        return (int(row[0]), int(row[1])) if row else (0, 0)
 
 
 def publish_own_writes(conn: Connection) -> None:

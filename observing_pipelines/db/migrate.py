@@ -6,7 +6,7 @@
    so a missing privilege stops `migrate` before anything of ours has changed.
 3. `pipelines schema`: our Alembic branch, as `jobs_runtime`.
 4. `dagster schema`: Dagster's own tables, created or upgraded by Dagster, as `jobs_runtime`.
-5. `grants to the app` (`roles.grant_app_reads`, as `jobs_runtime`).
+5. `grants to the app` (`roles.grant_app_access`, as `jobs_runtime`).
 
 Steps 3-5 act as the jobs' role (`SET ROLE` at connection start), so what they create belongs
 to it from the start. Each step is idempotent and each Alembic revision is its own transaction,
@@ -84,9 +84,9 @@ def prepare_roles(url: str, jobs_password: str | None = None) -> list[str]:
         return roles.prepare(conn, jobs_password)
 
 
-def grant_app_reads(url: str) -> list[str]:
+def grant_app_access(url: str) -> list[str]:
     with connect(url) as conn:
-        return roles.grant_app_reads(conn)
+        return roles.grant_app_access(conn)
 
 
 def upgrade_all(url: str, *, app_mirror: bool, jobs_password: str | None = None) -> list[str]:
@@ -98,7 +98,7 @@ def upgrade_all(url: str, *, app_mirror: bool, jobs_password: str | None = None)
         ("roles", lambda: role_statements.extend(prepare_roles(url, jobs_password))),
         ("pipelines schema", lambda: upgrade_pipelines(as_jobs)),
         ("dagster schema", lambda: upgrade_dagster(as_jobs)),
-        ("grants to the app", lambda: role_statements.extend(grant_app_reads(as_jobs))),
+        ("grants to the app", lambda: role_statements.extend(grant_app_access(as_jobs))),
     ]
     if app_mirror:
         steps.insert(0, ("app mirror", lambda: upgrade_app_mirror(url)))

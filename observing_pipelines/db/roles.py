@@ -12,7 +12,8 @@ of its owner, and may make a role an object's owner only as a member of that rol
    stops `migrate` before anything has changed.
 2. Our and Dagster's migrations then run as `jobs_runtime` (`SET ROLE` at connection start), so
    what they create is the jobs' own from the start and nothing changes hands afterwards.
-3. `grant_app_reads`, as `jobs_runtime`: the app's reader may read the results the app shows.
+3. `grant_app_access`, as `jobs_runtime`: the app's reader may read the results the app shows,
+   and the app's runtime roles may request runs (`pipelines.job_requests`).
 
 Every statement runs only when the catalog says it is needed, so a second `migrate` changes
 nothing. A privilege needed for one statement only (the admin's membership in the view's owner,
@@ -43,6 +44,11 @@ APP_READER_ROLE = "appview_runtime"
 OUR_SCHEMAS = ("pipelines", "dagster")
 APP_READ_TABLES = ("taxon_images", "taxon_conservation")
 """Our tables the app shows (appview_runtime may read them, nothing else of ours)."""
+APP_REQUEST_ROLES = ("appview_runtime", "ingester_runtime")
+"""The app's runtime roles, which may ask for runs and read back their own requests."""
+REQUESTS_TABLE = "job_requests"
+REQUEST_COLUMNS = ("job_name", "run_config", "requested_by")
+"""What a request may say; the rest of its row is the database's and the sensor's."""
 
 _APP_SCHEMA = "ingester"
 _VIEW = "community_ids"
@@ -167,27 +173,26 @@ def prepare(conn: Connection, jobs_password: str | None = None) -> list[str]:
     return work.done
 
 
-def grant_app_reads(conn: Connection) -> list[str]:
-    """The app's reader may read the results it shows (run as `jobs_runtime`, their owner)."""
+def grant_app_access(conn: Connection) -> list[str]:
+    """What the app may touch of ours (run as `jobs_runtime`, the owner): its reader reads the
+    results it shows, and its runtime roles insert run requests (`REQUEST_COLUMNS` only) and
+    read them back; row security limits each role to its own rows."""
     with conn, conn.cursor() as cur:
         work = RoleWork(cur)
-        if not work.role_exists(APP_READER_ROLE):
-            return work.done
-        reader = sql.Identifier(APP_READER_ROLE)
-        if not work.value(
-            "SELECT has_schema_privilege(%s, 'pipelines', 'USAGE')", (APP_READER_ROLE,)
-        ):
-            work.run(sql.SQL("GRANT USAGE ON SCHEMA pipelines TO {}").format(reader))
-        for table in APP_READ_TABLES:
-            qualified = f"pipelines.{table}"
-            if not work.value(
-                "SELECT has_table_privilege(%s, %s, 'SELECT')", (APP_READER_ROLE, qualified)
+        for role in sorted({APP_READER_ROLE, *APP_REQUEST_ROLES}):
+            if work.role_exists(role) and not work.value(
+                "SELECT has_schema_privilege(%s, 'pipelines', 'USAGE')", (role,)
             ):
                 work.run(
-                    sql.SQL("GRANT SELECT ON {} TO {}").format(
-                        sql.Identifier("pipelines", table), reader
-                    )
+                    sql.SQL("GRANT USAGE ON SCHEMA pipelines TO {}").format(sql.Identifier(role))
                 )
+        if work.role_exists(APP_READER_ROLE):
+            for table in APP_READ_TABLES:
+                _ensure_grant(work, APP_READER_ROLE, ("pipelines", table), "SELECT")
+        for role in APP_REQUEST_ROLES:
+            if work.role_exists(role):
+                _ensure_grant(work, role, ("pipelines", REQUESTS_TABLE), "SELECT")
+                _ensure_grant(work, role, ("pipelines", REQUESTS_TABLE), "INSERT", REQUEST_COLUMNS)
     return work.done
 
 
@@ -280,31 +285,22 @@ def _app_tables(work: RoleWork) -> None:
             sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(sql.Identifier(_APP_SCHEMA), jobs)
         )
     for table, privilege, columns in _APP_GRANTS:
-        if columns and _holds(work, table, privilege, ()):
+        relation = (_APP_SCHEMA, table)
+        if columns and _holds(work, JOBS_ROLE, relation, privilege):
             # Granted on the whole table by an older migrate: narrowed to the columns (revoking
             # the table's privilege revokes its columns' too, so the grant below follows).
             work.run(
                 sql.SQL("REVOKE {} ON {} FROM {}").format(
-                    sql.SQL(privilege), sql.Identifier(_APP_SCHEMA, table), jobs
+                    sql.SQL(privilege), sql.Identifier(*relation), jobs
                 )
             )
-        if not _holds(work, table, privilege, columns):
-            work.run(
-                sql.SQL("GRANT {}{} ON {} TO {}").format(
-                    sql.SQL(privilege),
-                    sql.SQL(" ({})").format(sql.SQL(", ").join(map(sql.Identifier, columns)))
-                    if columns
-                    else sql.SQL(""),
-                    sql.Identifier(_APP_SCHEMA, table),
-                    jobs,
-                )
-            )
+        _ensure_grant(work, JOBS_ROLE, relation, privilege, columns)
     view_owner = work.value(
         "SELECT matviewowner FROM pg_matviews WHERE schemaname = %s AND matviewname = %s",
         (_APP_SCHEMA, _VIEW),
     )
     function = _refresh_function(work)
-    may_read_view = _holds(work, _VIEW, "SELECT", ())
+    may_read_view = _holds(work, JOBS_ROLE, (_APP_SCHEMA, _VIEW), "SELECT")
     if may_read_view and function is not None and function.as_wanted_for(view_owner):
         return
     # Only the view's owner may grant on it and own a function that refreshes it. On Cloud SQL
@@ -321,17 +317,44 @@ def _app_tables(work: RoleWork) -> None:
         _make_refresh_function(work, function, view_owner)
 
 
-def _holds(work: RoleWork, table: str, privilege: str, columns: tuple[str, ...]) -> bool:
-    qualified = f"{_APP_SCHEMA}.{table}"
+def _holds(
+    work: RoleWork,
+    role: str,
+    relation: tuple[str, str],
+    privilege: str,
+    columns: tuple[str, ...] = (),
+) -> bool:
+    """Whether `role` holds `privilege` on the relation (schema, name), or on each column."""
+    qualified = ".".join(relation)
     if columns:
         return all(
             work.value(
-                "SELECT has_column_privilege(%s, %s, %s, %s)", (JOBS_ROLE, qualified, c, privilege)
+                "SELECT has_column_privilege(%s, %s, %s, %s)", (role, qualified, c, privilege)
             )
             for c in columns
         )
-    return bool(
-        work.value("SELECT has_table_privilege(%s, %s, %s)", (JOBS_ROLE, qualified, privilege))
+    return bool(work.value("SELECT has_table_privilege(%s, %s, %s)", (role, qualified, privilege)))
+
+
+def _ensure_grant(
+    work: RoleWork,
+    role: str,
+    relation: tuple[str, str],
+    privilege: str,
+    columns: tuple[str, ...] = (),
+) -> None:
+    """`GRANT privilege [(columns)] ON schema.name TO role`, unless the role holds it."""
+    if _holds(work, role, relation, privilege, columns):
+        return
+    work.run(
+        sql.SQL("GRANT {}{} ON {} TO {}").format(
+            sql.SQL(privilege),
+            sql.SQL(" ({})").format(sql.SQL(", ").join(map(sql.Identifier, columns)))
+            if columns
+            else sql.SQL(""),
+            sql.Identifier(*relation),
+            sql.Identifier(role),
+        )
     )
 
 

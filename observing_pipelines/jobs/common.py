@@ -149,15 +149,17 @@ def asset_job(
     asset: dg.AssetsDefinition,
     max_runtime: timedelta,
     description: str | None = None,
+    downstream: Sequence[dg.AssetKey] = (),
 ) -> UnresolvedAssetJobDefinition:
     """A job for one asset, tagged so `dagster.yaml` allows one queued-or-running run of it at
     a time and run monitoring fails a run still going after `max_runtime` (the last resort
     for a run that hangs: its work is saved as it goes, and run retries start it again), and
     logging through the code location's JSON `console` logger (without a `loggers` entry in
-    its run config, Dagster would print coloured text instead)."""
+    its run config, Dagster would print coloured text instead). `downstream` assets of other
+    modules run after it in the same run."""
     return dg.define_asset_job(
         name,
-        selection=[asset],
+        selection=[*asset.keys, *downstream],
         tags={JOB_TAG: name, MAX_RUNTIME_TAG: str(int(max_runtime.total_seconds()))},
         config={"loggers": {"console": {}}},
         description=description,
@@ -171,11 +173,12 @@ def job_definitions(
     max_runtime: timedelta,
     description: str,
     checks: Sequence[dg.AssetChecksDefinition] = (),
+    downstream: Sequence[dg.AssetKey] = (),
 ) -> dg.Definitions:
     """One job's part of the code location: its asset and checks, its job (named after the
     spec) and its schedule `<job>_schedule`, on by default (the daemon replaces Cloud
     Scheduler), at `<JOB>_CRON` or the spec's cron."""
-    job = asset_job(spec.name, asset, max_runtime, description)
+    job = asset_job(spec.name, asset, max_runtime, description, downstream)
     schedule = dg.ScheduleDefinition(
         name=f"{spec.name}_schedule",
         job=job,

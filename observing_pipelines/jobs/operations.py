@@ -28,23 +28,35 @@ class DeadLetter:
 
 
 def dead_letter(context: dg.RunFailureSensorContext) -> DeadLetter:
-    """Why the run failed: its last failed step's root cause and attempts, or, for a run that
+    """Why the sensor's failed run failed (`failure_cause`)."""
+    return failure_cause(context.instance, context.dagster_run.run_id, context.failure_event)
+
+
+def failure_cause(
+    instance: dg.DagsterInstance, run_id: str, failure: dg.DagsterEvent | None = None
+) -> DeadLetter:
+    """Why a run failed: its last failed step's root cause and attempts, or, for a run that
     failed outside any step (run monitoring, max runtime, an interrupted worker), the run
-    failure's own message and cause."""
-    step_failures = context.get_step_failure_events()  # in the order they happened
+    failure's own message and cause (`failure`, else the run's last RUN_FAILURE event)."""
+    step_failures = [  # in the order they happened
+        entry.dagster_event
+        for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_FAILURE)
+        if entry.dagster_event is not None
+    ]
     if step_failures:
         last = step_failures[-1]
         error = last.step_failure_data.error
         step_key = last.step_key
-        restarts = context.instance.all_logs(
-            context.dagster_run.run_id, of_type=dg.DagsterEventType.STEP_RESTARTED
-        )
+        restarts = instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_RESTARTED)
         attempts = 1 + sum(1 for entry in restarts if entry.step_key == step_key)
         cause = root_cause(error) if error is not None else last.message or "step failed"
         return DeadLetter(cause, step_key, attempts)
-    failure = context.failure_event
-    data = failure.event_specific_data
-    error = getattr(data, "error", None)
+    if failure is None:
+        events = instance.all_logs(run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
+        failure = events[-1].dagster_event if events else None
+    if failure is None:
+        return DeadLetter("run failed", None, None)
+    error = getattr(failure.event_specific_data, "error", None)
     cause = failure.message or "run failed"
     if error is not None:
         cause = f"{cause} {root_cause(error)}"

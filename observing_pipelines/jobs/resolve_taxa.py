@@ -10,6 +10,8 @@ from datetime import timedelta
 import dagster as dg
 
 from observing_pipelines import inputs
+from observing_pipelines.db import identifications
+from observing_pipelines.jobs import community_ids
 from observing_pipelines.jobs.common import (
     JobConfig,
     invariant_check,
@@ -17,6 +19,8 @@ from observing_pipelines.jobs.common import (
     materialize_result,
     retry_policy,
 )
+from observing_pipelines.jobs.community_ids import COMMUNITY_IDS
+from observing_pipelines.jobs.sensing import SensorCursor, runs_in_flight, waiting_run
 from observing_pipelines.resources import AppDatabaseResource, GbifResource, WikidataResource
 from observing_pipelines.settings import Settings
 from observing_pipelines.taxa.resolve_taxa import (
@@ -24,6 +28,7 @@ from observing_pipelines.taxa.resolve_taxa import (
     ResolveOptions,
     ResolveTaxaOptions,
     TaxaResolver,
+    due_work,
     forget_answers,
 )
 
@@ -52,6 +57,7 @@ def _resolve(
             kingdom=kingdom,
             max_concurrency=gbif.max_concurrency,
             force_names=forced,
+            refresh_view=False,  # the community_ids asset, next in the run, on its budget
         )
         report = TaxaResolver(conn, gbif.get_client(), wikidata.get_client(), options).run()
     context.log.info(f"resolve_taxa pass: {report.metadata()}")
@@ -65,8 +71,8 @@ def _resolve(
     pool="gbif",
     retry_policy=retry_policy(30),  # ~30 s, 60 s, 120 s: done well before the next 5-min tick
     description=(
-        "Identifications stamped with accepted GBIF backbone keys, their taxa and ancestry "
-        "cached in ingester.taxa, and ingester.community_ids refreshed."
+        "Identifications stamped with accepted GBIF backbone keys, and their taxa and ancestry "
+        "cached in ingester.taxa (ingester/community_ids, next in the run, makes them visible)."
     ),
 )
 def identification_taxa(
@@ -116,6 +122,77 @@ resolve_taxa_checks = [
 ]
 
 
+NEW_WORK_SENSOR = "resolve_taxa_new_work"
+
+
+class NewWorkCursor(SensorCursor):
+    writes: tuple[int, int] | None = None
+    """The identification write counters (inserts, updates + deletes) last looked into."""
+    inserts_at_request: int | None = None
+    fingerprint: str = ""
+    """The due work the last requested run was for."""
+
+
+def new_work_sensor(settings: Settings, job_name: str) -> dg.SensorDefinition:
+    """New identifications become a resolve_taxa run within a tick, at the cost of one catalog
+    read a tick while nothing is written.
+
+    Each tick: (1) the identification write counters (`identifications.identification_writes`);
+    unchanged since the last look, nothing can be new. (2) The job's runs in flight: one that has
+    not begun its work takes whatever is there when it does, and while one is going, writes
+    that are no new identification are its own stamps. (3) Only then the probe: the due work
+    (`taxa.resolve_taxa.due_work`, indexed), skipped when empty (names backing off are not
+    due) or the same as the last request's. A request is one run for everything due, and the
+    job's concurrency limit queues it behind a run in progress: a burst is one or two runs.
+    Edits of stamped identifications are not in the probe: the scheduled pass finds them."""
+
+    @dg.sensor(
+        name=NEW_WORK_SENSOR,
+        job_name=job_name,
+        minimum_interval_seconds=settings.sensor_interval_seconds,
+        default_status=(
+            dg.DefaultSensorStatus.RUNNING
+            if settings.new_work_sensors
+            else dg.DefaultSensorStatus.STOPPED
+        ),
+        description="Starts resolve_taxa as soon as unstamped identifications are due.",
+    )
+    def sensor(
+        context: dg.SensorEvaluationContext, app_db: AppDatabaseResource
+    ) -> dg.SensorResult | dg.SkipReason:
+        cursor = NewWorkCursor.load(context.cursor)
+        with app_db.kept_connection() as conn:
+            with conn:
+                writes = identifications.identification_writes(conn)
+            if writes == cursor.writes:
+                return dg.SkipReason("no identification written since the last look")
+            runs = runs_in_flight(context.instance, job_name)
+            if waiting := waiting_run(runs):
+                cursor.inserts_at_request = writes[0]  # what it finds when it starts is its own
+                return dg.SensorResult(
+                    skip_reason=f"run {waiting.run_id} has yet to start: it takes the work",
+                    cursor=cursor.dump(),
+                )
+            if runs and writes[0] == cursor.inserts_at_request:
+                return dg.SkipReason(f"only run {runs[0].run_id}'s stamps since its request")
+            due = due_work(conn)
+        cursor.writes = writes
+        if due.empty or due.fingerprint == cursor.fingerprint:
+            why = "nothing unstamped is due" if due.empty else "the last request's work"
+            return dg.SensorResult(skip_reason=dg.SkipReason(why), cursor=cursor.dump())
+        cursor.inserts_at_request, cursor.fingerprint = writes[0], due.fingerprint
+        request = dg.RunRequest(
+            run_key=cursor.next_run_key(NEW_WORK_SENSOR),
+            tags={
+                "observing/due_names": str(due.names),
+                "observing/due_taxon_ids": str(due.taxon_ids),
+            },
+        )
+        return dg.SensorResult(run_requests=[request], cursor=cursor.dump())
+
+    return sensor
+
+
 def definitions(settings: Settings) -> dg.Definitions:
     # A pass asks GBIF about 36,000 names an hour at 10 requests a second: three hours take a
     # 100,000-name backlog; a longer one goes on where the failed run's saved batches end.
@@ -127,6 +204,11 @@ def definitions(settings: Settings) -> dg.Definitions:
             max_runtime=timedelta(hours=3),
             description="Resolve identification names and taxonIDs to GBIF keys.",
             checks=resolve_taxa_checks,
+            downstream=[COMMUNITY_IDS],
         ),
-        dg.Definitions(assets=[identification_taxa_by_kingdom]),
+        community_ids.definitions(settings),
+        dg.Definitions(
+            assets=[identification_taxa_by_kingdom],
+            sensors=[new_work_sensor(settings, SPEC.name)],
+        ),
     )

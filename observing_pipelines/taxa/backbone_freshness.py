@@ -27,6 +27,7 @@ from observing_pipelines.clients.gbif import GbifClient, GbifMatch, MatchQuery
 from observing_pipelines.db import identifications, resolution_attempts, taxa
 from observing_pipelines.db.item_failures import PriorFailure
 from observing_pipelines.db.taxa import TaxonRow
+from observing_pipelines.taxa import community_ids
 from observing_pipelines.taxa.backoff import Backoff
 from observing_pipelines.taxa.enrichment import (
     AwaitingConfirmation,
@@ -140,8 +141,8 @@ class BackboneFreshness(Enrichment[TaxonRow, Recheck]):
             )
 
     def finish(self, conn: Connection, report: SyncReport) -> None:
-        if report.extra["identifications_restamped"]:
-            identifications.refresh_community_ids(conn)
+        if report.extra["identifications_restamped"]:  # a daily refresh, recorded as any other
+            community_ids.refresh(conn)
 
 
 def _apply_change(conn: Connection, recheck: Recheck) -> int:

@@ -2,8 +2,9 @@
 
 One pass, as today: (0) unstamp identifications edited since we stamped them; (1) the name pass
 over distinct (name, kingdom) pairs still unstamped; (2) the taxonID pass over the URIs still
-unstamped after it; (3) one `REFRESH MATERIALIZED VIEW CONCURRENTLY` of `community_ids`.
-Steps 0 and 3 read the whole table, so they run only when someone wrote identifications or
+unstamped after it; (3) one `REFRESH MATERIALIZED VIEW CONCURRENTLY` of `community_ids` (the
+`resolve-taxa` command; in Dagster the view is its own asset, refreshed on a budget). Steps 0
+and 3 read the whole table, so they run only when someone wrote identifications or
 occurrences since the last pass (or this pass stamped some), and at least hourly: a pass with
 nothing to do reads only the unstamped rows (`TaxaResolver._look_for_changes`).
 
@@ -37,10 +38,12 @@ from observing_pipelines.clients.http import UpstreamError
 from observing_pipelines.clients.wikidata import WikidataClient
 from observing_pipelines.db import change_marks, identifications, resolution_attempts, taxa
 from observing_pipelines.db.identifications import NamePair
-from observing_pipelines.db.resolution_attempts import AttemptRecord, SubjectKind
+from observing_pipelines.db.resolution_attempts import AttemptRecord, PriorAttempt, SubjectKind
 from observing_pipelines.db.taxa import TaxonRow
 from observing_pipelines.settings import API_DEFAULTS
+from observing_pipelines.taxa import community_ids
 from observing_pipelines.taxa.backoff import Backoff
+from observing_pipelines.taxa.community_ids import Refreshed
 from observing_pipelines.taxa.enrichment import Failed, JobSpec, guarded, judged
 from observing_pipelines.taxa.matching import Resolution, judge_match, pick_cached
 from observing_pipelines.taxa.names import (
@@ -93,6 +96,9 @@ class ResolveOptions(ResolveTaxaOptions):
     max_concurrency: int = API_DEFAULTS["gbif"].max_concurrency
     force_names: frozenset[str] = frozenset()
     """Normalised names asked of GBIF afresh, past memo, cache and backoff ("re-resolve")."""
+    refresh_view: bool = True
+    """Refresh `community_ids` at the end, as the legacy binary did (the `resolve-taxa`
+    command). In Dagster its own asset refreshes it, on a budget (`taxa.community_ids`)."""
 
 
 @dataclass
@@ -198,7 +204,7 @@ class _Pass:
                 self.settle(
                     lookup, Resolution("resolved", prior.accepted_taxon_key), remember=False
                 )
-            elif prior and prior.next_attempt_at is not None and prior.next_attempt_at > self.now:
+            elif prior and backing_off(prior, self.now):
                 self.tally.skipped_backoff += 1
             elif reason := problem(lookup):
                 self.settle(lookup, Resolution.failed("invalid", reason))
@@ -374,16 +380,15 @@ class TaxaResolver:
         self._taxon_id_pass()
         ours = report.rows_reset + report.names.rows_stamped + report.taxon_ids.rows_stamped
         if not self.options.dry_run:
-            if changed or ours:
-                log.info("Resolution pass complete; refreshing community_ids")
-                with self.conn:
-                    identifications.refresh_community_ids(self.conn)
-                report.refreshed = True
-            else:
-                log.info("Nothing written since the last pass; community_ids is current")
-            with self.conn:  # our own stamps and resets are writes too, and now refreshed
+            with self.conn:  # our own stamps and resets are writes too: count them now
                 identifications.publish_own_writes(self.conn)
-                if self.options.kingdom is None and report.refreshed:
+            if self.options.refresh_view and (changed or ours):
+                log.info("Resolution pass complete; refreshing community_ids")
+                report.refreshed = isinstance(community_ids.refresh(self.conn), Refreshed)
+            elif self.options.refresh_view:
+                log.info("Nothing written since the last pass; community_ids is current")
+            if self.options.kingdom is None and (changed or ours):
+                with self.conn:
                     change_marks.save_change_mark(self.conn, CHANGE_MARK, writes + ours)
         report.http_calls = self.gbif.http.calls + self.wikidata.http.calls - calls_before
         report.seconds = time.monotonic() - started
@@ -391,9 +396,10 @@ class TaxaResolver:
 
     def _look_for_changes(self) -> tuple[bool, int]:
         """Whether the tables `community_ids` reads (identifications, occurrences) were written
-        since the last pass that swept and refreshed, and their write count now. Only then can
-        a name have been edited, and only then does the view need a refresh for rows we do not
-        stamp: both steps read the whole table, so a pass with nothing to do skips them.
+        since the last pass that swept, and their write count now. Only then can a name have
+        been edited (and, for the `resolve-taxa` command, which refreshes the view itself, only
+        then does the view need a refresh for rows we do not stamp): both steps read the whole
+        table, so a pass with nothing to do skips them.
 
         The counters are statistics: a server without them (`track_counts` off, a partitioned
         table) or one that loses some (PostgreSQL 14 and older) could hide a write, so the
@@ -537,6 +543,51 @@ class TaxaResolver:
             _judged(lookup, match, judge_match)
             for lookup, match in zip(lookups, matches, strict=True)
         ]
+
+
+def backing_off(prior: PriorAttempt, now: datetime) -> bool:
+    """A failed or unmatched subject waits out its backoff: no pass asks it, nor counts it as
+    work, before `next_attempt_at`."""
+    return prior.next_attempt_at is not None and prior.next_attempt_at > now
+
+
+@dataclass(frozen=True)
+class DueWork:
+    """What a pass would do now: the distinct names and taxonIDs of unstamped identifications
+    that are not backing off (remembered answers included: they still stamp)."""
+
+    names: int
+    taxon_ids: int
+    fingerprint: str
+    """One digest of all their subjects: equal fingerprints, the same work."""
+
+    @property
+    def empty(self) -> bool:
+        return not (self.names or self.taxon_ids)
+
+
+def due_work(conn: Connection) -> DueWork:
+    """The new-work sensor's probe: the pass's own two work queries (which the partial index
+    `identifications_unstamped_idx` answers without reading the table) and one ledger lookup,
+    grouped and judged as the pass does."""
+    now = datetime.now(UTC)
+    with conn:
+        names = _group_names(identifications.pending_name_pairs(conn))
+        uris = identifications.pending_taxon_ids(conn)
+        subjects: dict[SubjectKind, list[str]] = {
+            "name": [lookup.digest for lookup in names],
+            "taxon_id": [subject_digest(uri) for uri in uris],
+        }
+        due: dict[SubjectKind, list[str]] = {}
+        for kind, digests in subjects.items():
+            priors = resolution_attempts.load_attempts(conn, kind, digests)
+            due[kind] = sorted(
+                d for d in digests if not (d in priors and backing_off(priors[d], now))
+            )
+    everything = "".join(f"{kind}:{d}" for kind in sorted(due) for d in due[kind])
+    return DueWork(
+        len(due["name"]), len(due["taxon_id"]), subject_digest(everything) if everything else ""
+    )
 
 
 def forget_answers(
