@@ -222,12 +222,17 @@ def test_the_budget_paces_by_duration_and_is_capped_by_the_max_lag():
     assert budget.wait_after(ViewRefresh(1, now, 60.0)) == timedelta(minutes=5)
 
 
+def refresh(conn, budget: RefreshBudget | None = None) -> Refreshed | Deferred:
+    with conn:
+        return community_ids.refresh(conn, budget)
+
+
 def test_a_refresh_is_deferred_within_the_budget_and_made_after_it(conn, db_url):
     budget = RefreshBudget(min_interval=timedelta(minutes=10), max_lag=timedelta(seconds=1))
-    assert isinstance(community_ids.refresh(conn, budget), Refreshed)
-    assert isinstance(community_ids.refresh(conn, budget), Deferred)  # nothing written
+    assert isinstance(refresh(conn, budget), Refreshed)
+    assert isinstance(refresh(conn, budget), Deferred)  # nothing written
     arrive(conn, ("Alpha species", "Plantae"))
-    deferred = community_ids.refresh(conn, budget)
+    deferred = refresh(conn, budget)
     assert isinstance(deferred, Deferred) and deferred.until is not None
     assert deferred.reason == "the refresh budget"
     state = community_ids.refresh_state(conn)
@@ -235,7 +240,7 @@ def test_a_refresh_is_deferred_within_the_budget_and_made_after_it(conn, db_url)
     assert state.allowed_at(budget) == deferred.until
     with conn, conn.cursor() as cur:  # the max lag (1 s) has passed
         cur.execute("UPDATE pipelines.view_refreshes SET refreshed_at = now() - interval '2 s'")
-    assert isinstance(community_ids.refresh(conn, budget), Refreshed)
+    assert isinstance(refresh(conn, budget), Refreshed)
     assert not community_ids.refresh_state(conn).owed
 
 
@@ -245,7 +250,7 @@ def test_the_sensor_requests_a_refresh_only_when_owed_and_allowed(instance, db_u
     first = tick(sensor, instance, db_url)  # never refreshed: owed, allowed
     assert [r.run_key for r in requests(first)] == ["community_ids:1"]
     cursor = cursor_of(first, None)
-    community_ids.refresh(conn)
+    refresh(conn)
     assert skip_reason(tick(sensor, instance, db_url, cursor)) == "community_ids is current"
     arrive(conn, ("Alpha species", "Plantae"))
     budgeted = skip_reason(tick(sensor, instance, db_url, cursor))

@@ -52,7 +52,7 @@ def definitions(settings: Settings) -> dg.Definitions:
     def community_ids_view(
         context: dg.AssetExecutionContext, app_db: AppDatabaseResource
     ) -> Iterator[dg.MaterializeResult]:
-        with app_db.connect() as conn:
+        with app_db.connect() as conn, conn:
             outcome = community_ids.refresh(conn, refresh_budget)
         if not isinstance(outcome, Refreshed):
             until = f" until {outcome.until:%H:%M:%S}" if outcome.until else ""

@@ -92,12 +92,13 @@ class Deferred:
 
 
 def refresh(conn: Connection, budget: RefreshBudget | None = None) -> Refreshed | Deferred:
-    """Refresh the view now, or, with a `budget`, only if it is owed and the budget allows it.
+    """Refresh the view now, or, with a `budget`, only if it is owed and the budget allows it,
+    in the caller's transaction (committed by the caller: the refresh and its record together).
 
-    One transaction holds `AdvisoryLock.VIEW_REFRESH`, so two refreshers never run back to back: the
-    second finds the lock taken (or the view current) and defers.
+    The transaction holds `AdvisoryLock.VIEW_REFRESH`, so two refreshers never run back to back:
+    the second finds the lock taken (or the view current) and defers.
     """
-    with conn, conn.cursor() as cur:
+    with conn.cursor() as cur:
         cur.execute("SELECT pg_try_advisory_xact_lock(%s)", (int(AdvisoryLock.VIEW_REFRESH),))
         row = cur.fetchone()
         if not (row and row[0]):

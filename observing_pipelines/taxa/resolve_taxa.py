@@ -384,7 +384,8 @@ class TaxaResolver:
                 identifications.publish_own_writes(self.conn)
             if self.options.refresh_view and (changed or ours):
                 log.info("Resolution pass complete; refreshing community_ids")
-                report.refreshed = isinstance(community_ids.refresh(self.conn), Refreshed)
+                with self.conn:
+                    report.refreshed = isinstance(community_ids.refresh(self.conn), Refreshed)
             elif self.options.refresh_view:
                 log.info("Nothing written since the last pass; community_ids is current")
             if self.options.kingdom is None and (changed or ours):
