@@ -6,6 +6,8 @@
 - `webserver` and `daemon` start Dagster's services the way the container runs them
   (`supervisor.py`: one process group, Cloud Run's grace period, one daemon at a time).
 - `trigger` launches a job through the webserver's GraphQL API.
+- `status` shows each job's last run, last success, next tick and failing items, the dead
+  letters and the daemons' heartbeats (`status.py`); exit 0 healthy, 1 degraded, 2 no database.
 
 Every command logs Cloud Logging JSON lines on stderr. Exit codes: 0 done, 1 failed, 2 usage
 (bad arguments, a bad setting, no database configured, input the jobs refuse).
@@ -24,8 +26,9 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg2
 
@@ -40,6 +43,9 @@ from observing_pipelines.logging_json import json_logging, known_secrets, scrub
 from observing_pipelines.settings import GraphqlSettings, Settings, SettingsError
 from observing_pipelines.supervisor import LeaderLock, supervise
 from observing_pipelines.text import storable
+
+if TYPE_CHECKING:
+    from observing_pipelines.status import Status
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +122,12 @@ def main(argv: list[str] | None = None) -> int:
         "--timeout", type=_rule(int, "limit"), default=3600, help="seconds --wait waits"
     )
     trigger.set_defaults(handler=_trigger)
+
+    report = commands.add_parser(
+        "status", help="jobs' last runs and next ticks, dead letters, daemon heartbeats"
+    )
+    report.add_argument("--json", action="store_true", help="the same facts as a JSON object")
+    report.set_defaults(handler=_status)
 
     stop = commands.add_parser("stop-db", help="stop the embedded PostgreSQL that `dev` started")
     stop.set_defaults(handler=_stop_db)
@@ -218,7 +230,7 @@ def _dev(args: argparse.Namespace, settings: Settings) -> int:
                 identifications.insert_identifications(conn, DEMO_IDENTIFICATIONS)
                 log.info("Empty database: added %d demo identifications", len(DEMO_IDENTIFICATIONS))
         log.info("Embedded PostgreSQL data: %s (URL %s)", settings.embedded_pgdata.resolve(), url)
-    dagster_home = Path(os.environ.get("DAGSTER_HOME") or project / ".local" / "dagster_home")
+    dagster_home = _dagster_home()
     dagster_home.mkdir(parents=True, exist_ok=True)
     instance_config = dagster_home / "dagster.yaml"
     if not instance_config.exists():
@@ -236,6 +248,12 @@ def _dev(args: argparse.Namespace, settings: Settings) -> int:
     ]
     log.info("Starting dagster dev on port %d (DAGSTER_HOME=%s)", args.port, dagster_home)
     os.execve(command[0], command, env)
+
+
+def _dagster_home() -> Path:
+    """The instance's directory: `DAGSTER_HOME` (which Dagster itself reads), else the one
+    `dev` sets up under `.local`."""
+    return Path(os.environ.get("DAGSTER_HOME") or Path.cwd() / ".local" / "dagster_home")
 
 
 def _webserver(args: argparse.Namespace, settings: Settings) -> int:
@@ -406,6 +424,113 @@ def _launch_failure(error: Exception, graphql: GraphqlSettings) -> str:
 
 def _one_line(error: BaseException) -> str:
     return storable(str(error), 300)
+
+
+STATUS_CONNECT_TIMEOUT_SECONDS = 10
+STATUS_STATEMENT_TIMEOUT_MS = 10_000
+
+
+def _status(args: argparse.Namespace, settings: Settings) -> int:
+    """One screen (or, with --json, one object) of facts from our ledgers and the Dagster
+    instance in `DAGSTER_HOME`. Exit 0 healthy, 1 degraded (the reasons are its last lines), 2
+    when there is no database to read (not configured, unreachable, a query refused) or no
+    instance: a script must not take "cannot tell" for "degraded"."""
+    url = _configured_url(settings)
+    if url is None:
+        return EXIT_USAGE
+    home = _dagster_home()
+    if not (home / "dagster.yaml").is_file():
+        log.error("No Dagster instance: %s holds no dagster.yaml (set DAGSTER_HOME)", home)
+        return EXIT_USAGE
+    import sqlalchemy.exc
+    from dagster import DagsterInstance
+    from dagster_postgres.utils import DagsterPostgresException
+
+    from observing_pipelines import status
+
+    try:
+        from observing_pipelines.definitions import defs
+    except SettingsError as error:  # a `*_CRON` naming no job
+        log.error("Bad setting: %s", error)
+        return EXIT_USAGE
+    try:
+        with connect(
+            url,
+            statement_timeout_ms=STATUS_STATEMENT_TIMEOUT_MS,
+            connect_timeout_seconds=STATUS_CONNECT_TIMEOUT_SECONDS,
+        ) as conn:
+            ledgers = status.read_ledgers(conn)
+        with DagsterInstance.from_config(str(home)) as instance:
+            facts = status.read_status(instance, ledgers, defs.get_repository_def(), LOCATION)
+    except (psycopg2.Error, sqlalchemy.exc.SQLAlchemyError, DagsterPostgresException) as error:
+        log.error("Cannot read the database (%s): %s", redact(url), _database_error(error))
+        return EXIT_USAGE
+    print(json.dumps(facts.as_json(), indent=2) if args.json else render_status(facts))
+    return EXIT_OK if facts.healthy else EXIT_FAILED
+
+
+def _database_error(error: BaseException) -> str:
+    """The database's own words (`_database_cause`) from psycopg2's error, which Dagster's
+    storage wraps twice (SQLAlchemy's error, then `DagsterPostgresException`)."""
+    link: BaseException | None = error
+    while link is not None and not isinstance(link, psycopg2.Error):
+        link = link.__cause__
+    return _database_cause(link) if link is not None else _one_line(error)
+
+
+def render_status(facts: Status) -> str:
+    """The facts for a terminal: a line saying healthy or DEGRADED, a row per job, a row per
+    daemon, the dead letters, then why it is degraded. Times are relative to the
+    check, which the first line gives in UTC."""
+    from observing_pipelines.status import short_duration
+
+    now = facts.checked_at
+
+    def ago(at: datetime | None) -> str:
+        return f"{short_duration(now - at)} ago" if at else "never"
+
+    rows = [["JOB", "LAST RUN", "TOOK", "LAST SUCCESS", "NEXT TICK", "FAILING"]]
+    for job in facts.jobs:
+        run, next_tick = job.last_run, job.schedule.next_tick
+        took = short_duration(run.duration) if run and run.duration is not None else "-"
+        if run and run.duration is not None and run.ended_at is None:
+            took += " so far"
+        rows.append(
+            [
+                job.name,
+                f"{run.status} {ago(run.started_at or run.created_at)}" if run else "none",
+                took,
+                ago(job.last_success_at) + (" LATE" if job.late else ""),
+                f"in {short_duration(next_tick - now)}" if next_tick else "stopped",
+                str(job.pending_failures),
+            ]
+        )
+    daemons = [["DAEMON", "LAST HEARTBEAT"]]
+    daemons += [
+        [daemon.daemon_type, ago(daemon.last_heartbeat_at) + (" STALE" if daemon.stale else "")]
+        for daemon in facts.daemons
+    ]
+    lines = [
+        f"{'healthy' if facts.healthy else 'DEGRADED'} at {now:%Y-%m-%d %H:%M:%S} UTC",
+        "",
+        *_aligned(rows),
+        "",
+        *_aligned(daemons),
+        "",
+        f"dead letters: {facts.dead_letters.count} unresolved",
+    ]
+    if facts.reasons:
+        lines += ["", "degraded:", *(f"  - {reason}" for reason in facts.reasons)]
+    return "\n".join(lines)
+
+
+def _aligned(rows: list[list[str]]) -> list[str]:
+    """Rows as lines, each column as wide as its widest cell, two spaces apart."""
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    return [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
 
 
 def _stop_db(args: argparse.Namespace, settings: Settings) -> int:

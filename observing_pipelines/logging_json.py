@@ -126,10 +126,13 @@ def root_cause(error: Any) -> str:
 
 def json_logging(stream: IO[str]) -> None:
     """Every logger of this process writes Cloud Logging JSON lines to `stream` (unless the
-    root logger already has handlers: a test's capture, an embedding program's own)."""
+    root logger already has handlers: a test's capture, an embedding program's own). Alembic
+    1.20 logs a line at INFO for each of its plugins as it is imported (Dagster's storage
+    imports it): seven lines of nothing before any command's first."""
     handler = logging.StreamHandler(stream)
     handler.setFormatter(CloudLoggingFormatter())
     logging.basicConfig(level=logging.INFO, handlers=[handler])
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
 
 def event_logger() -> logging.Logger:

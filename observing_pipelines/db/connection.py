@@ -108,14 +108,22 @@ def redact(dsn: str) -> str:
 
 
 @contextmanager
-def connect(url: str, *, statement_timeout_ms: int = 0) -> Iterator[psycopg2.extensions.connection]:
+def connect(
+    url: str, *, statement_timeout_ms: int = 0, connect_timeout_seconds: int | None = None
+) -> Iterator[psycopg2.extensions.connection]:
     """A psycopg2 connection tagged with our application name; closed on exit.
 
     Transactions are explicit (`with conn:` commits or rolls back), so a crash mid-pass leaves
-    only whole batches behind.
+    only whole batches behind. `connect_timeout_seconds` bounds the wait for a server that does
+    not answer (libpq's default waits for the operating system, minutes).
     """
     options = f"-c statement_timeout={statement_timeout_ms}" if statement_timeout_ms else None
-    conn = psycopg2.connect(url, application_name=APPLICATION_NAME, options=options)
+    conn = psycopg2.connect(
+        url,
+        application_name=APPLICATION_NAME,
+        options=options,
+        connect_timeout=connect_timeout_seconds,  # None: left out, as `options` is
+    )
     try:
         yield conn
     finally:

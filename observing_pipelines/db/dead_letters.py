@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
+
 from psycopg2.extensions import connection as Connection
 
 from observing_pipelines.text import MAX_ERROR, storable, storable_or_none
@@ -36,3 +39,27 @@ def record_dead_letter(
             ),
         )
         return cur.rowcount == 1
+
+
+@dataclass(frozen=True)
+class OpenDeadLetters:
+    """The dead letters nobody has resolved yet, and the latest of them (for `status`)."""
+
+    count: int
+    latest_job: str | None = None
+    latest_run_id: str | None = None
+    latest_failed_at: datetime | None = None
+
+
+def open_dead_letters(conn: Connection) -> OpenDeadLetters:
+    """How many runs failed for good and are not resolved, and the latest one: one read of
+    `dead_letters_open_idx`."""
+    with conn.cursor() as cur:
+        cur.execute(
+            """
+            SELECT count(*) OVER (), job_name, run_id, failed_at FROM pipelines.dead_letters
+            WHERE resolved_at IS NULL ORDER BY failed_at DESC LIMIT 1
+            """
+        )
+        row = cur.fetchone()
+    return OpenDeadLetters(*row) if row else OpenDeadLetters(0)

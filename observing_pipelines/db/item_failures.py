@@ -80,3 +80,10 @@ def clear_failures(conn: Connection, job: str, keys: Iterable[int]) -> None:
                 "DELETE FROM pipelines.job_item_failures WHERE job = %s AND item_key = ANY(%s)",
                 (job, wanted),
             )
+
+
+def pending_by_job(conn: Connection) -> dict[str, int]:
+    """Failing items per job, waiting for their next try (an index-only scan of the key)."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT job, count(*) FROM pipelines.job_item_failures GROUP BY job")
+        return {job: int(count) for job, count in cur.fetchall()}

@@ -16,6 +16,7 @@ from typing import Literal
 
 from psycopg2.extensions import connection as Connection
 
+from observing_pipelines.db.connection import fetch_count
 from observing_pipelines.text import MAX_ERROR, storable, storable_or_none
 
 SubjectKind = Literal["name", "taxon_id"]
@@ -137,3 +138,12 @@ def forget_resolutions(conn: Connection, names: Sequence[str], keys: Sequence[in
             ([n.casefold() for n in names], list(keys), list(keys)),
         )
         return cur.rowcount
+
+
+def pending_errors(conn: Connection) -> int:
+    """Names and taxonIDs whose last try failed (`error`, backing off to the next try), read
+    from the failures index. Names GBIF could not match are answers, not failures: they are
+    not counted."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM pipelines.resolution_attempts WHERE outcome = 'error'")
+        return fetch_count(cur)
