@@ -16,3 +16,15 @@ output "migrate_command" {
   description = "Run before rolling out a new image."
   value       = "gcloud run jobs execute ${google_cloud_run_v2_job.migrate.name} --region ${var.region} --project ${var.project_id} --wait"
 }
+
+output "alert_policies" {
+  description = "The alert policies, by display name (runbook: README.md, section \"Runbook\")."
+  value = {
+    for policy in [
+      google_monitoring_alert_policy.dead_letter,
+      google_monitoring_alert_policy.resolve_taxa_stalled,
+      google_monitoring_alert_policy.daemon_stopped_ticking,
+      google_monitoring_alert_policy.item_failures,
+    ] : policy.display_name => policy.name
+  }
+}

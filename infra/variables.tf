@@ -89,3 +89,42 @@ variable "compute_log_retention_days" {
   type        = number
   default     = 90
 }
+
+variable "alert_emails" {
+  description = "Addresses every alert policy notifies, an email channel each. None: the policies still open incidents in Cloud Monitoring, and nobody is told."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for address in var.alert_emails : can(regex("^[^@\\s]+@[^@\\s]+\\.[^@\\s]+$", address))])
+    error_message = "alert_emails holds email addresses."
+  }
+}
+
+variable "alert_notification_channels" {
+  description = "Existing notification channels every alert policy notifies too (projects/PROJECT/notificationChannels/ID: Slack, PagerDuty, SMS)."
+  type        = list(string)
+  default     = []
+}
+
+variable "item_failure_threshold" {
+  description = "Per-item failures of one job in an hour above which an alert opens (the default limit of an enrichment pass is 500 taxa)."
+  type        = number
+  default     = 100
+
+  validation {
+    condition     = var.item_failure_threshold > 0
+    error_message = "item_failure_threshold is above 0."
+  }
+}
+
+variable "schedule_tick_silence_minutes" {
+  description = "Minutes without any schedule evaluated after which the daemon counts as stopped; keep it above the shortest schedule's interval (resolve_taxa: 5 minutes)."
+  type        = number
+  default     = 15
+
+  validation {
+    condition     = var.schedule_tick_silence_minutes >= 5 && floor(var.schedule_tick_silence_minutes) == var.schedule_tick_silence_minutes
+    error_message = "schedule_tick_silence_minutes is a whole number of minutes, at least 5."
+  }
+}

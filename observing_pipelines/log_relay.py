@@ -11,7 +11,9 @@ Here lines that belong together (a message's continuation lines, a traceback wit
 causes and final exception line) become one entry, and an entry holding a traceback is at
 least ERROR. An entry equal to one printed in the last `window` seconds (digits aside: ports,
 pids and counts differ from one retry to the next) is counted instead of printed; when the
-window closes, one line says how many more there were.
+window closes, one line says how many more there were. A line naming an `event` (a dead
+letter, one item's failure: lines alerting counts) is never held back: a pass prints at most one
+per item, and a count of such lines must not stop at one a minute.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import IO, Any
 
-from observing_pipelines.logging_json import cloud_logging_line, known_secrets, scrub
+from observing_pipelines.logging_json import EVENT_FIELD, cloud_logging_line, known_secrets, scrub
 
 REPEAT_WINDOW_SECONDS = 60.0
 IDLE_FLUSH_SECONDS = 0.25
@@ -56,6 +58,8 @@ class Entry:
     labels: dict[str, str] = field(default_factory=dict)
     ready: str | None = None
     """A line that already is one of ours, passed on as it is."""
+    event: str | None = None
+    """The `event` a line of ours names, if any."""
 
     @property
     def has_traceback(self) -> bool:
@@ -92,7 +96,14 @@ def parse(line: str, process: str) -> Entry:
     except ValueError:
         record = None
     if isinstance(record, dict) and "severity" in record:  # a run's line, or ours: already JSON
-        return Entry(str(record["severity"]), str(record.get("logger", process)), [], ready=line)
+        named = record.get(EVENT_FIELD)
+        return Entry(
+            str(record["severity"]),
+            str(record.get("logger", process)),
+            [],
+            ready=line,
+            event=named if isinstance(named, str) else None,
+        )
     if isinstance(record, dict) and "event" in record:  # Dagster's --log-format json
         severity = {"warn": "WARNING", "exception": "ERROR"}.get(
             str(record.get("level", "info")).lower(), str(record.get("level", "info")).upper()
@@ -167,7 +178,10 @@ class RepeatFilter:
 
     def admit(self, entry: Entry) -> list[tuple[Entry, str]]:
         """What to print now: the summary of an earlier window of this entry, then the entry
-        itself; nothing while it repeats inside its window."""
+        itself; nothing while it repeats inside its window. An entry naming an event is always
+        printed."""
+        if entry.event is not None:
+            return [(entry, "")]
         now = self.clock()
         key = entry.key()
         since, repeats, first = self.seen.get(key, (now, 0, entry))

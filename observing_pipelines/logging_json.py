@@ -5,6 +5,10 @@
 carry those in `dagster_meta`. Known secret values (database passwords, the IUCN token) are
 replaced by `***` in every line, whatever logged them.
 
+A line that alerting counts (a dead letter, one item's failure) also names its event in the
+field `event` (`EVENT_FIELD`), so that the log-based metrics of `infra/alerts.tf` match a name
+that stays put while messages change wording: log it with `extra=event(DEAD_LETTER)`.
+
 Wired in four places: `jobs.common.cloud_logging_logger`, which `definitions.py` installs as
 every job's `console` logger (Dagster's default prints coloured text), for every line of a run;
 `log_relay` for the daemon's and webserver's own output; `json_logging` for our commands and
@@ -35,6 +39,17 @@ SECRET_VARIABLES = (
     "DAGSTER_GRAPHQL_AUTHORIZATION",
 )
 _SEVERITIES = {"warn": "WARNING", "fatal": "CRITICAL", "exception": "ERROR"}
+
+EVENT_FIELD = "event"
+DEAD_LETTER = "dead_letter"
+"""A run failed for good (`jobs/operations.py`)."""
+ITEM_FAILED = "item_failed"
+"""One item of a pass failed and was recorded to be tried again (`taxa/enrichment.py`)."""
+
+
+def event(name: str) -> dict[str, str]:
+    """The `extra=` of a logging call whose line alerting counts: its `event` field."""
+    return {EVENT_FIELD: name}
 
 
 def known_secrets(environ: dict[str, str] | None = None) -> list[str]:
@@ -94,11 +109,14 @@ class CloudLoggingFormatter(logging.Formatter):
             message = f"{message}\n{self.formatException(record.exc_info)}"
         labels = {key: str(meta[key]) for key in LABEL_KEYS if meta.get(key)}
         extra = {}
-        event = meta.get("dagster_event")
-        if event is not None:  # RUN_SUCCESS rather than its stored value PIPELINE_SUCCESS
-            event_type = getattr(event, "event_type", None)
+        named = getattr(record, EVENT_FIELD, None)  # Dagster passes a run line's `extra` on
+        if isinstance(named, str):
+            extra[EVENT_FIELD] = named
+        dagster_event = meta.get("dagster_event")
+        if dagster_event is not None:  # RUN_SUCCESS rather than its stored value PIPELINE_SUCCESS
+            event_type = getattr(dagster_event, "event_type", None)
             extra["dagster_event_type"] = str(getattr(event_type, "name", event_type))
-            error = getattr(getattr(event, "event_specific_data", None), "error", None)
+            error = getattr(getattr(dagster_event, "event_specific_data", None), "error", None)
             if error is not None:  # "Execution of step ... failed." says nothing of why
                 message = f"{message} {root_cause(error)}"
         return cloud_logging_line(

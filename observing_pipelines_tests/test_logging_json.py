@@ -11,7 +11,13 @@ import sys
 from pathlib import Path
 
 from observing_pipelines.log_relay import relay_process_logs
-from observing_pipelines.logging_json import CloudLoggingFormatter, known_secrets
+from observing_pipelines.logging_json import (
+    EVENT_FIELD,
+    ITEM_FAILED,
+    CloudLoggingFormatter,
+    event,
+    known_secrets,
+)
 from observing_pipelines_tests.services import dagster_env
 from observing_pipelines_tests.support import PROJECT_ROOT
 
@@ -93,6 +99,33 @@ def test_a_repeating_error_is_printed_once_a_window_with_its_count():
     out = io.StringIO()
     relay_process_logs(iter([errors[99]]), out, "daemon", clock=lambda: now[0])
     assert [json.loads(line)["message"] for line in out.getvalue().splitlines()] == [errors[99]]
+
+
+def test_lines_alerting_counts_are_never_held_back_as_repeats():
+    """Per-item failures differ in their digits only; the relay would print one a minute."""
+    lines = [
+        json.dumps(
+            {"severity": "WARNING", "message": f"thumbnails failed for taxon {key}: HTTP 503"}
+            | event(ITEM_FAILED)
+        )
+        for key in range(100, 150)
+    ]
+    plain = [json.dumps({"severity": "INFO", "message": f"retry {n} in 1.00s"}) for n in range(9)]
+    relayed = relay(*lines, *plain)
+    assert [line["message"] for line in relayed[:50]] == [json.loads(x)["message"] for x in lines]
+    assert all(line[EVENT_FIELD] == ITEM_FAILED for line in relayed[:50])
+    assert [line["message"] for line in relayed[50:]] == [
+        "retry 0 in 1.00s",
+        "retry 0 in 1.00s (and 8 more like it in the 60 s before)",
+    ]
+
+
+def test_an_event_named_in_extra_is_a_field_of_its_own():
+    record = logging.LogRecord("x", logging.ERROR, __file__, 1, "Dead letter: ...", (), None)
+    record.__dict__.update(event("dead_letter"))
+    assert json.loads(CloudLoggingFormatter().format(record))[EVENT_FIELD] == "dead_letter"
+    plain = logging.LogRecord("x", logging.ERROR, __file__, 1, "no event", (), None)
+    assert EVENT_FIELD not in json.loads(CloudLoggingFormatter().format(plain))
 
 
 def test_secrets_never_reach_a_line(monkeypatch):

@@ -162,6 +162,7 @@ def dead_letter_line(services, run_id: str) -> dict:
             for line in services.log_lines("daemon")
             if line["severity"] == "ERROR"
             and line["message"].startswith("Dead letter")
+            and line.get("event") == "dead_letter"  # through the relay, as alerting counts it
             and line["logging.googleapis.com/labels"]["run_id"] == run_id
         ]
 

@@ -6,7 +6,8 @@ a daemon could launch again (`dagster job execute` runs: the sensor watches ever
 so that it sees them too). The letter names the failed step, how many times it was tried (its
 retry policy's attempts) and the root cause of the last attempt: the exception type and message
 raised in our code, not Dagster's "Execution of run ... failed" summary. Each is logged at ERROR
-as a Cloud Logging JSON line too, where alerting can pick it up.
+as a Cloud Logging JSON line too, with `"event": "dead_letter"`, which alerting matches
+(`infra/alerts.tf`).
 """
 
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 import dagster as dg
 
 from observing_pipelines.db import dead_letters
-from observing_pipelines.logging_json import event_logger, root_cause
+from observing_pipelines.logging_json import DEAD_LETTER, event, event_logger, root_cause
 from observing_pipelines.resources import AppDatabaseResource
 
 WILL_RETRY_TAG = "dagster/will_retry"
@@ -98,5 +99,8 @@ def dead_letter_sensor(context: dg.RunFailureSensorContext, app_db: AppDatabaseR
             run.run_id,
             where,
             letter.cause,
-            extra={"dagster_meta": {"run_id": run.run_id, "job_name": run.job_name}},
+            extra={
+                "dagster_meta": {"run_id": run.run_id, "job_name": run.job_name},
+                **event(DEAD_LETTER),
+            },
         )

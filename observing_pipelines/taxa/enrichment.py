@@ -36,6 +36,7 @@ from observing_pipelines.clients.http import PoliteHttpClient, UpstreamError
 from observing_pipelines.db import item_failures, results, taxa
 from observing_pipelines.db.item_failures import FailureRecord, PriorFailure
 from observing_pipelines.db.taxa import DueTaxon
+from observing_pipelines.logging_json import ITEM_FAILED, event
 from observing_pipelines.taxa.backoff import Backoff
 from observing_pipelines.taxa.report import SyncReport
 
@@ -237,7 +238,9 @@ def _run_chunk(
             log.info("%s: taxon %d held for confirmation: %s", name, key, answer.error)
         else:
             report.fail(f"taxon {key}", answer.error)
-            log.warning("%s failed for taxon %d: %s", name, key, answer.error)
+            log.warning(  # counted by alerting, per job (infra/alerts.tf)
+                "%s failed for taxon %d: %s", name, key, answer.error, extra=event(ITEM_FAILED)
+            )
     with conn:
         job.save(conn, found, report)
         item_failures.clear_failures(conn, name, (answer.taxon_key for answer in found))
