@@ -145,15 +145,14 @@ resource "google_logging_metric" "step_retries" {
   }
 }
 
-# The enrichment engine's lines name their event; resolve_taxa's are matched by their message
-# ("Resolve failed for name 'Quercus robur' (Plantae): gbif: HTTP 503", taxa/resolve_taxa.py).
+# Every job's per-item failure line names its event (the enrichment engine's and resolve_taxa's).
 resource "google_logging_metric" "item_failures" {
   project     = var.project_id
   name        = "observing-pipelines/item_failures"
   description = "Items (taxa, names, taxonIDs) whose look-up failed and was recorded to be tried again, by job."
   filter      = <<-EOT
     ${local.pipeline_lines}
-    (jsonPayload.event="item_failed" OR jsonPayload.message=~"^Resolve failed for ")
+    jsonPayload.event="item_failed"
   EOT
 
   metric_descriptor {
@@ -411,7 +410,7 @@ resource "google_monitoring_alert_policy" "item_failures" {
     content   = <<-EOT
       Job **$${metric.label.job}** recorded more than ${var.item_failure_threshold} per-item failures in an hour. Its runs still succeed and each item is tried again after its backoff, but an upstream API is failing or answering in a new way. Runbook: ${local.runbook}, "Per-item failures above the threshold".
 
-      1. Read the errors: Logs Explorer, `jsonPayload.event="item_failed" labels.job_name="<job>"` (resolve_taxa: `jsonPayload.message=~"^Resolve failed for "`), or the table `pipelines.job_item_failures` (resolve_taxa: `pipelines.resolution_attempts`, `WHERE outcome = 'error'`).
+      1. Read the errors: Logs Explorer, `jsonPayload.event="item_failed" labels.job_name="<job>"`, or the table `pipelines.job_item_failures` (resolve_taxa: `pipelines.resolution_attempts`, `WHERE outcome = 'error'`).
       2. HTTP 429, 5xx or timeouts: the API is down or throttling; nothing to do unless it lasts, then lower the job's `limit` or `GBIF_MAX_CONCURRENCY`.
       3. "Unexpected failure for ..." at ERROR with a traceback: a bug or a changed answer; fix and deploy, then `UPDATE` the failing rows' `next_attempt_at = now()` so the next pass asks again.
       4. The incident closes once the hourly count falls back under the threshold.

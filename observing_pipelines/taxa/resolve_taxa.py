@@ -40,6 +40,7 @@ from observing_pipelines.db import change_marks, identifications, resolution_att
 from observing_pipelines.db.identifications import NamePair
 from observing_pipelines.db.resolution_attempts import AttemptRecord, PriorAttempt, SubjectKind
 from observing_pipelines.db.taxa import TaxonRow
+from observing_pipelines.logging_json import ITEM_FAILED, event
 from observing_pipelines.settings import API_DEFAULTS
 from observing_pipelines.taxa import community_ids
 from observing_pipelines.taxa.backoff import Backoff
@@ -302,7 +303,12 @@ class _Pass:
         elif answer.outcome == "error":
             self.tally.errors += 1
             self.resolver.report.note_failure(f"{lookup.describe()}: {answer.detail}")
-            log.warning("Resolve failed for %s: %s", lookup.describe(), answer.detail)
+            log.warning(
+                "Resolve failed for %s: %s",
+                lookup.describe(),
+                answer.detail,
+                extra=event(ITEM_FAILED),
+            )
         else:
             self.tally.not_found += 1
             log.info("No usable match for %s: %s", lookup.describe(), answer.detail)
