@@ -128,7 +128,7 @@ def test_a_bad_token_is_recorded_per_taxon_without_leaking(
     recorded = failures(conn, "conservation_status")
     assert all("HTTP 401" in error and TOKEN not in error for _, error in recorded.values())
     assert TOKEN not in caplog.text and TOKEN not in json.dumps(
-        report.metadata() | {"f": report.failures}
+        report.metadata() | {"f": report.failures.rows}
     )
 
 

@@ -54,7 +54,7 @@ def test_any_exception_of_one_look_up_is_that_taxons_recorded_failure(
         fake_gbif.vernacular_names[key] = names((f"name {key}", "eng"))
     report = enrichment.run(conn, Flaky(gbif_client), limit=100, concurrency=3)
     assert (report.seen, report.changed, report.failed) == (7, 6, 1)
-    assert report.failures == ["taxon 303: KeyError: 'vernacularName'"]
+    assert report.failures.rows == [{"item": "taxon 303", "error": "KeyError: 'vernacularName'"}]
     assert failures(conn, "vernacular_names") == {303: (1, "KeyError: 'vernacularName'")}
     assert "Unexpected failure for taxon 303" in caplog.text  # with its traceback, for the bug
     first = next_attempts(conn, "vernacular_names")[303]

@@ -155,7 +155,7 @@ def test_bad_answers_are_recorded_per_taxon(conn, taxa, gbif_client, answer, err
 def test_a_list_that_never_ends_is_an_error(conn, taxa, gbif_client):
     taxa.vernacular_names[SPARROW] = names(*[("Spatz", "deu")] * 6000)
     report = sync(conn, gbif_client)
-    assert report.failed == 1 and "did not end after 50 pages" in report.failures[0]
+    assert report.failed == 1 and "did not end after 50 pages" in report.failures.rows[0]["error"]
 
 
 def test_the_recordings_parse(shared_fixtures):

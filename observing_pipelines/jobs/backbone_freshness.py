@@ -6,6 +6,7 @@ import dagster as dg
 
 from observing_pipelines.jobs.common import (
     JobConfig,
+    asset_docs,
     invariant_check,
     job_definitions,
     retry_policy,
@@ -33,6 +34,20 @@ class BackboneFreshnessConfig(JobConfig, BackboneFreshnessOptions):
     pool="gbif",
     retry_policy=retry_policy(120),
     description="Hot taxa re-checked against GBIF; changes logged, identifications re-stamped.",
+    metadata=asset_docs(
+        "Jobs",
+        dg.TableSchema(
+            columns=[
+                dg.TableColumn("id", "bigint"),
+                dg.TableColumn("taxon_key", "bigint"),
+                dg.TableColumn("reasons", "text[]", description="what moved: renamed, ..."),
+                dg.TableColumn("old_values", "jsonb"),
+                dg.TableColumn("new_values", "jsonb", description="NULL: the key is gone"),
+                dg.TableColumn("identifications_restamped", "integer"),
+                dg.TableColumn("changed_at", "timestamptz"),
+            ]
+        ),
+    ),
 )
 def taxon_changes(
     config: BackboneFreshnessConfig, app_db: AppDatabaseResource, gbif: GbifResource

@@ -3,10 +3,12 @@ policy, the enrichment engine's run as an asset, run metadata, invariant checks,
 console logger."""
 
 import logging
+import re
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import timedelta
-from typing import Any
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import dagster as dg
 from dagster._core.definitions.decorators.op_decorator import DecoratedOpFunction
@@ -21,6 +23,7 @@ from observing_pipelines.resources import AppDatabaseResource
 from observing_pipelines.settings import Settings, cron_variable
 from observing_pipelines.taxa import enrichment
 from observing_pipelines.taxa.enrichment import Enrichment, JobSpec
+from observing_pipelines.taxa.report import Sample
 
 RUN_MILESTONES = frozenset(
     {
@@ -202,17 +205,126 @@ def run_enrichment(
     """One pass of an enrichment job on the engine, as the asset page shows it."""
     with app_db.connect() as conn:
         report = enrichment.run(conn, job, limit, concurrency)
-    return materialize_result(report.metadata(), report.failures, **extra)
+    return materialize_result(report.metadata(), report.failures, report.changes, **extra)
 
 
 def materialize_result(
-    metadata: dict[str, Any], failures: list[str], **extra: Any
+    metadata: dict[str, Any], failures: Sample, changes: Sample, **extra: Any
 ) -> dg.MaterializeResult:
-    """Run metadata as the asset page shows it, with a sample of per-item failures."""
+    """Run metadata as the asset page shows it: the numbers, under names that stay the same
+    from run to run (the UI plots each over time), and tables of a sample of what failed and
+    what changed; changes with a `thumbnail` show as pictures too."""
     values: dict[str, Any] = {**metadata, **extra}
-    if failures:
-        values["failures_sample"] = dg.MetadataValue.md("\n".join(f"- {f}" for f in failures))
+    if failures.rows:
+        values["failed_items"] = sample_table(failures)
+    if changes.rows:
+        values["changed_items"] = sample_table(changes)
+        if pictures := picture_table(changes):
+            values["pictures"] = pictures
     return dg.MaterializeResult(metadata=values)
+
+
+_COLUMN_TYPES: tuple[tuple[type, str], ...] = ((bool, "boolean"), (int, "bigint"), (float, "float"))
+
+
+def sample_table(sample: Sample) -> dg.TableMetadataValue:
+    """A sample as a table, its columns typed by their values (`text` when none says)."""
+    names = list(dict.fromkeys(name for row in sample.rows for name in row))
+    columns = []
+    for name in names:
+        kinds = {type(row.get(name)) for row in sample.rows} - {type(None)}
+        sql = next((label for kind, label in _COLUMN_TYPES if kinds == {kind}), "text")
+        columns.append(dg.TableColumn(name, sql))
+    return dg.MetadataValue.table(
+        records=[dg.TableRecord({name: row.get(name) for name in names}) for row in sample.rows],
+        schema=dg.TableSchema(columns=columns),
+    )
+
+
+def picture_table(sample: Sample) -> dg.MarkdownMetadataValue | None:
+    """The changes that have a picture, as a markdown table: the thumbnail, its title (linked
+    to its file page), licence and artist. Upstream text is escaped, so it stays text."""
+    lines = [
+        f"| ![{_md(row.get('title'))}]({_url(row['thumbnail'])}) "
+        f"| [{_md(row.get('title'))}]({_url(row.get('file_page') or row['thumbnail'])}) "
+        f"| {_md(row.get('licence'))} | {_md(row.get('artist'))} |"
+        for row in sample.rows
+        if isinstance(row.get("thumbnail"), str) and str(row["thumbnail"]).startswith("https://")
+    ]
+    if not lines:
+        return None
+    header = "| picture | title | licence | artist |\n|---|---|---|---|"
+    return dg.MetadataValue.md("\n".join([header, *lines]))
+
+
+def _url(value: object) -> str:
+    """A link target markdown cannot end early: parentheses and blanks percent-encoded."""
+    return str(value).replace(" ", "%20").replace("(", "%28").replace(")", "%29")
+
+
+def _md(value: object) -> str:
+    text = "" if value is None else " ".join(str(value).split())
+    return re.sub(r"([\\`*_{}\[\]()<>#+!|])", r"\\\1", text)
+
+
+README_URL = "https://github.com/observ-ing/observing-pipelines/blob/main/README.md"
+"""Where each asset's documentation link points (its README section)."""
+
+
+def asset_docs(section: str, columns: dg.TableSchema) -> dict[str, Any]:
+    """An asset's table columns (`dagster/column_schema`, the asset page's Columns) and the
+    link to its README section."""
+    anchor = re.sub(r"[^a-z0-9 _-]", "", section.lower()).replace(" ", "-")
+    return {
+        "dagster/column_schema": columns,
+        "docs": dg.MetadataValue.url(f"{README_URL}#{anchor}"),
+    }
+
+
+_SQL_TYPES: tuple[tuple[type, str], ...] = (
+    (bool, "boolean"),
+    (int, "bigint"),
+    (float, "double precision"),
+    (str, "text"),
+    (list, "jsonb"),
+    (dict, "jsonb"),
+)
+
+
+def row_schema(row_type: type, *more: dg.TableColumn) -> dg.TableSchema:
+    """The columns of a table whose rows are `row_type` (a dataclass; `class_` is the column
+    `class`), typed from its annotations, then `more`."""
+    columns = []
+    for name, hint in get_type_hints(row_type).items():
+        parts = get_args(hint) if get_origin(hint) in (Union, UnionType) else (hint,)
+        nullable = type(None) in parts
+        kind = next(part for part in parts if part is not type(None))
+        base = get_origin(kind) or kind
+        sql = (
+            "text"
+            if base is Literal
+            else next(
+                (
+                    label
+                    for python, label in _SQL_TYPES
+                    if isinstance(base, type) and issubclass(base, python)
+                ),
+                "text",
+            )
+        )
+        columns.append(
+            dg.TableColumn(
+                name.rstrip("_"), sql, constraints=dg.TableColumnConstraints(nullable=nullable)
+            )
+        )
+    return dg.TableSchema(columns=[*columns, *more])
+
+
+RESULT_TIMES = (
+    dg.TableColumn("fetched_at", "timestamptz", description="when it was last asked"),
+    dg.TableColumn("next_check_at", "timestamptz", description="when it is asked again"),
+)
+"""The columns every result table has after its row's (`db/results.py`)."""
 
 
 VIOLATIONS_QUERY = "violations_query"

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
-from observing_pipelines.jobs.common import asset_job
+from observing_pipelines.jobs.common import asset_docs, asset_job
 from observing_pipelines.jobs.sensing import SensorCursor, runs_in_flight
 from observing_pipelines.resources import AppDatabaseResource
 from observing_pipelines.settings import Settings
@@ -42,6 +42,18 @@ def definitions(settings: Settings) -> dg.Definitions:
         group_name="taxonomy",
         kinds={"postgres"},
         output_required=False,
+        metadata=asset_docs(
+            "New work at once",
+            dg.TableSchema(
+                columns=[
+                    dg.TableColumn("occurrence_uri", "text", description="one row per occurrence"),
+                    dg.TableColumn("scientific_name", "text", description="the consensus name"),
+                    dg.TableColumn("kingdom", "text"),
+                    dg.TableColumn("accepted_taxon_key", "bigint"),
+                    dg.TableColumn("id_count", "bigint", description="votes for the winner"),
+                ]
+            ),
+        ),
         description=(
             "The app's consensus view (REFRESH MATERIALIZED VIEW CONCURRENTLY), refreshed when "
             "its sources changed, at most as often as the budget allows: "

@@ -6,10 +6,13 @@ from datetime import timedelta
 import dagster as dg
 
 from observing_pipelines.jobs.common import (
+    RESULT_TIMES,
     JobConfig,
+    asset_docs,
     invariant_check,
     job_definitions,
     retry_policy,
+    row_schema,
     run_enrichment,
 )
 from observing_pipelines.jobs.resolve_taxa import identification_taxa
@@ -17,6 +20,7 @@ from observing_pipelines.resources import AppDatabaseResource, GbifResource, Iuc
 from observing_pipelines.settings import Settings
 from observing_pipelines.taxa.conservation_status import (
     SPEC,
+    ConservationRow,
     ConservationStatus,
     ConservationStatusOptions,
 )
@@ -37,6 +41,7 @@ def taxon_conservation(pool: str) -> dg.AssetsDefinition:
         pool=pool,
         retry_policy=retry_policy(300),
         description="IUCN Red List category of each accepted species-or-below taxon, with source.",
+        metadata=asset_docs("Jobs", row_schema(ConservationRow, *RESULT_TIMES)),
     )
     def asset(
         config: ConservationStatusConfig,

@@ -11,13 +11,16 @@ import dagster as dg
 
 from observing_pipelines import inputs
 from observing_pipelines.db import identifications
+from observing_pipelines.db.taxa import TaxonRow
 from observing_pipelines.jobs import community_ids
 from observing_pipelines.jobs.common import (
     JobConfig,
+    asset_docs,
     invariant_check,
     job_definitions,
     materialize_result,
     retry_policy,
+    row_schema,
 )
 from observing_pipelines.jobs.community_ids import COMMUNITY_IDS
 from observing_pipelines.jobs.sensing import SensorCursor, runs_in_flight, waiting_run
@@ -61,7 +64,9 @@ def _resolve(
         )
         report = TaxaResolver(conn, gbif.get_client(), wikidata.get_client(), options).run()
     context.log.info(f"resolve_taxa pass: {report.metadata()}")
-    return materialize_result(report.metadata(), report.failures, dry_run=config.dry_run)
+    return materialize_result(
+        report.metadata(), report.failures, report.changes, dry_run=config.dry_run
+    )
 
 
 @dg.asset(
@@ -74,6 +79,7 @@ def _resolve(
         "Identifications stamped with accepted GBIF backbone keys, and their taxa and ancestry "
         "cached in ingester.taxa (ingester/community_ids, next in the run, makes them visible)."
     ),
+    metadata=asset_docs("Jobs", row_schema(TaxonRow)),
 )
 def identification_taxa(
     context: dg.AssetExecutionContext,
@@ -93,6 +99,7 @@ def identification_taxa(
     pool="gbif",
     retry_policy=retry_policy(30),
     description="resolve_taxa for one kingdom: backfill a kingdom from the UI or GraphQL.",
+    metadata=asset_docs("Operating", row_schema(TaxonRow)),
 )
 def identification_taxa_by_kingdom(
     context: dg.AssetExecutionContext,

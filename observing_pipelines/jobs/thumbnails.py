@@ -5,16 +5,19 @@ from datetime import timedelta
 import dagster as dg
 
 from observing_pipelines.jobs.common import (
+    RESULT_TIMES,
     JobConfig,
+    asset_docs,
     invariant_check,
     job_definitions,
     retry_policy,
+    row_schema,
     run_enrichment,
 )
 from observing_pipelines.jobs.resolve_taxa import identification_taxa
 from observing_pipelines.resources import AppDatabaseResource, CommonsResource, WikidataResource
 from observing_pipelines.settings import Settings
-from observing_pipelines.taxa.thumbnails import SPEC, Thumbnails, ThumbnailsOptions
+from observing_pipelines.taxa.thumbnails import SPEC, TaxonImageRow, Thumbnails, ThumbnailsOptions
 
 
 class ThumbnailsConfig(JobConfig, ThumbnailsOptions):
@@ -29,6 +32,7 @@ class ThumbnailsConfig(JobConfig, ThumbnailsOptions):
     pool="wikimedia",
     retry_policy=retry_policy(120),
     description="One picture per cached taxon: Wikidata P18, Commons thumbnails, licence, artist.",
+    metadata=asset_docs("Jobs", row_schema(TaxonImageRow, *RESULT_TIMES)),
 )
 def taxon_images(
     config: ThumbnailsConfig,

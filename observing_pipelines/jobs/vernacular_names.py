@@ -6,16 +6,24 @@ from datetime import timedelta
 import dagster as dg
 
 from observing_pipelines.jobs.common import (
+    RESULT_TIMES,
     JobConfig,
+    asset_docs,
     invariant_check,
     job_definitions,
     retry_policy,
+    row_schema,
     run_enrichment,
 )
 from observing_pipelines.jobs.resolve_taxa import identification_taxa
 from observing_pipelines.resources import AppDatabaseResource, GbifResource
 from observing_pipelines.settings import Settings
-from observing_pipelines.taxa.vernacular_names import SPEC, VernacularNames, VernacularNamesOptions
+from observing_pipelines.taxa.vernacular_names import (
+    SPEC,
+    VernacularNames,
+    VernacularNamesOptions,
+    VernacularNamesRow,
+)
 
 
 class VernacularNamesConfig(JobConfig, VernacularNamesOptions):
@@ -30,6 +38,7 @@ class VernacularNamesConfig(JobConfig, VernacularNamesOptions):
     pool="gbif",
     retry_policy=retry_policy(120),
     description="GBIF's vernacular names of each accepted taxon; the preferred one in taxa.",
+    metadata=asset_docs("Jobs", row_schema(VernacularNamesRow, *RESULT_TIMES)),
 )
 def taxon_vernacular_names(
     config: VernacularNamesConfig, app_db: AppDatabaseResource, gbif: GbifResource

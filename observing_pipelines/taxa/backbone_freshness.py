@@ -133,8 +133,19 @@ class BackboneFreshness(Enrichment[TaxonRow, Recheck]):
         if changed:
             identifications.take_write_lock(conn)
         for recheck in changed:
-            report.extra["identifications_restamped"] += _apply_change(conn, recheck)
+            restamped = _apply_change(conn, recheck)
+            report.extra["identifications_restamped"] += restamped
             report.changed += 1
+            fresh = recheck.fresh
+            report.changes.add(
+                taxon_key=recheck.taxon_key,
+                reasons=", ".join(recheck.reasons),
+                old_name=recheck.cached.scientific_name,
+                new_name=fresh.scientific_name if fresh else None,
+                new_status=fresh.status if fresh else "NOT_FOUND",
+                new_accepted_key=fresh.accepted_taxon_key if fresh else None,
+                identifications_restamped=restamped,
+            )
             report.extra["keys_gone"] += recheck.fresh is None
             log.info(
                 "Taxon %d changed upstream (%s)", recheck.taxon_key, ", ".join(recheck.reasons)

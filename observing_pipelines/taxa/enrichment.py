@@ -38,7 +38,7 @@ from observing_pipelines.db.item_failures import FailureRecord, PriorFailure
 from observing_pipelines.db.taxa import DueTaxon
 from observing_pipelines.logging_json import ITEM_FAILED, event
 from observing_pipelines.taxa.backoff import Backoff
-from observing_pipelines.taxa.report import SyncReport
+from observing_pipelines.taxa.report import SyncReport, Value
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +167,15 @@ class TableEnrichment(Enrichment[DueTaxon, RowT]):
         """The `counters` this row adds one to."""
         return ()
 
+    def describe_change(self, row: RowT) -> dict[str, Value]:
+        """A changed row as a line of the run's table of changes: all its fields by default."""
+        return {
+            name: value
+            if isinstance(value, str | int | float | bool) or value is None
+            else str(value)
+            for name, value in vars(row).items()
+        }
+
     def save(self, conn: Connection, answers: Sequence[RowT], report: SyncReport) -> None:
         before: dict[int, ResultRow] = results.load_results(
             conn, self.table, self.row_type, (row.taxon_key for row in answers)
@@ -176,9 +185,11 @@ class TableEnrichment(Enrichment[DueTaxon, RowT]):
             (row, self.spec.recheck if row.found else missing) for row in answers
         ]
         results.save_results(conn, self.table, delays)
-        changed = sum(before.get(row.taxon_key) != row for row in answers)
-        report.changed += changed
-        report.unchanged += len(answers) - changed
+        changed = [row for row in answers if before.get(row.taxon_key) != row]
+        report.changed += len(changed)
+        report.unchanged += len(answers) - len(changed)
+        for row in changed:
+            report.changes.add(**self.describe_change(row))
         for row in answers:
             for counter in self.counts(row):
                 report.extra[counter] += 1

@@ -56,7 +56,7 @@ from observing_pipelines.taxa.names import (
     subject_digest,
     tidy_name,
 )
-from observing_pipelines.taxa.report import MAX_REPORTED_FAILURES
+from observing_pipelines.taxa.report import Sample
 
 log = logging.getLogger(__name__)
 
@@ -124,11 +124,10 @@ class PassReport:
     http_calls: int = 0
     refreshed: bool = False
     seconds: float = 0.0
-    failures: list[str] = field(default_factory=list)
-
-    def note_failure(self, description: str) -> None:
-        if len(self.failures) < MAX_REPORTED_FAILURES:
-            self.failures.append(description)
+    failures: Sample = field(default_factory=Sample)
+    """kind, subject, kingdom, error"""
+    changes: Sample = field(default_factory=Sample)
+    """What this pass resolved (and stamped): kind, subject, kingdom, accepted_taxon_key."""
 
     def metadata(self) -> dict[str, Any]:
         """Flat numbers for Dagster run metadata and the CLI's summary line."""
@@ -300,9 +299,20 @@ class _Pass:
         """Count an answer and queue its writes (none in a dry run)."""
         if answer.outcome == "resolved":
             self.tally.resolved += 1
+            self.resolver.report.changes.add(
+                kind=lookup.kind,
+                subject=lookup.subject,
+                kingdom=lookup.kingdom,
+                accepted_taxon_key=answer.accepted_taxon_key,
+            )
         elif answer.outcome == "error":
             self.tally.errors += 1
-            self.resolver.report.note_failure(f"{lookup.describe()}: {answer.detail}")
+            self.resolver.report.failures.add(
+                kind=lookup.kind,
+                subject=lookup.subject,
+                kingdom=lookup.kingdom,
+                error=answer.detail,
+            )
             log.warning(
                 "Resolve failed for %s: %s",
                 lookup.describe(),

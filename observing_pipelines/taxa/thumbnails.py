@@ -29,6 +29,7 @@ from observing_pipelines.taxa.enrichment import (
     TableEnrichment,
     guarded,
 )
+from observing_pipelines.taxa.report import Value
 
 SPEC = JobSpec(
     name="thumbnails",
@@ -106,6 +107,18 @@ class Thumbnails(TableEnrichment[TaxonImageRow]):
 
     def counts(self, row: TaxonImageRow) -> Iterable[str]:
         return ("with_image",) if row.found else ()
+
+    def describe_change(self, row: TaxonImageRow) -> dict[str, Value]:
+        """What the asset page shows of a changed row, its picture included."""
+        return {
+            "taxon_key": row.taxon_key,
+            "status": row.status,
+            "title": row.file_name,
+            "licence": row.license_short_name,
+            "artist": row.artist,
+            "thumbnail": row.thumb_small_url,
+            "file_page": row.file_page_url,
+        }
 
     def _images(
         self, keys: list[int]

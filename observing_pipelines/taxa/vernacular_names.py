@@ -22,7 +22,7 @@ from observing_pipelines.db.item_failures import PriorFailure
 from observing_pipelines.db.taxa import DueTaxon
 from observing_pipelines.taxa.backoff import Backoff
 from observing_pipelines.taxa.enrichment import JobOptions, JobSpec, TableEnrichment
-from observing_pipelines.taxa.report import SyncReport
+from observing_pipelines.taxa.report import SyncReport, Value
 
 SPEC = JobSpec(
     name="vernacular_names",
@@ -87,6 +87,13 @@ class VernacularNames(TableEnrichment[VernacularNamesRow]):
         return VernacularNamesRow(
             item.taxon_key, preferred_name(own_name, names), [asdict(name) for name in names]
         )
+
+    def describe_change(self, row: VernacularNamesRow) -> dict[str, Value]:
+        return {
+            "taxon_key": row.taxon_key,
+            "preferred_name": row.preferred_name,
+            "names": len(row.names),
+        }
 
     def counts(self, row: VernacularNamesRow) -> Iterable[str]:
         return ("with_name",) if row.found else ()
