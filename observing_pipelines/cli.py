@@ -45,7 +45,7 @@ from observing_pipelines.supervisor import LeaderLock, supervise
 from observing_pipelines.text import storable
 
 if TYPE_CHECKING:
-    from observing_pipelines.status import Status
+    from observing_pipelines.status import ScheduleState, Status
 
 log = logging.getLogger(__name__)
 
@@ -491,7 +491,7 @@ def render_status(facts: Status) -> str:
 
     rows = [["JOB", "LAST RUN", "TOOK", "LAST SUCCESS", "NEXT TICK", "FAILING"]]
     for job in facts.jobs:
-        run, next_tick = job.last_run, job.schedule.next_tick
+        run = job.last_run
         took = short_duration(run.duration) if run and run.duration is not None else "-"
         if run and run.duration is not None and run.ended_at is None:
             took += " so far"
@@ -501,7 +501,7 @@ def render_status(facts: Status) -> str:
                 f"{run.status} {ago(run.started_at or run.created_at)}" if run else "none",
                 took,
                 ago(job.last_success_at) + (" LATE" if job.late else ""),
-                f"in {short_duration(next_tick - now)}" if next_tick else "stopped",
+                _next_tick(job.schedule, now),
                 str(job.pending_failures),
             ]
         )
@@ -522,6 +522,16 @@ def render_status(facts: Status) -> str:
     if facts.reasons:
         lines += ["", "degraded:", *(f"  - {reason}" for reason in facts.reasons)]
     return "\n".join(lines)
+
+
+def _next_tick(schedule: ScheduleState | None, now: datetime) -> str:
+    from observing_pipelines.status import short_duration
+
+    if schedule is None:
+        return "by sensor"
+    if schedule.next_tick is None:
+        return "stopped"
+    return f"in {short_duration(schedule.next_tick - now)}"
 
 
 def _aligned(rows: list[list[str]]) -> list[str]:

@@ -2,9 +2,10 @@
 whether they say the system is healthy. Nothing here prints; `cli.py` renders the facts as a
 table or as JSON (`Status.as_json`).
 
-Per job, for every schedule of the code location (a new job shows up without a change here):
-its last run (status, start, duration), its last success, its schedule's state and next tick,
-and its items failing, waiting for their next try. For the instance: the dead letters nobody
+Per job of the code location (a new job shows up without a change here): its last run (status,
+start, duration), its last success, its schedule's state and next tick (a job only sensors
+start, such as refresh_community_ids, has none), and its items failing, waiting for their next
+try. For the instance: the dead letters nobody
 has resolved, and the age of each daemon's last heartbeat.
 
 Degraded, with one reason each, when:
@@ -95,10 +96,11 @@ class ScheduleState:
 @dataclass(frozen=True)
 class JobStatus:
     name: str
-    schedule: ScheduleState
+    schedule: ScheduleState | None
+    """None for a job that only sensors start: it is never late."""
     last_run: LastRun | None
     last_success_at: datetime | None
-    success_within: timedelta
+    success_within: timedelta | None
     late: bool
     pending_failures: int
 
@@ -138,17 +140,19 @@ def read_status(
     repository: dg.RepositoryDefinition,
     location: str,
 ) -> Status:
-    """The status of every scheduled job of `repository` (code location `location`) in
-    `instance`, with `ledgers` read beforehand from our schema."""
+    """The status of every job of `repository` (code location `location`) in `instance`,
+    with `ledgers` read beforehand from our schema."""
     now = datetime.now(UTC)
     states = {
         state.instigator_name: state
         for state in instance.all_instigator_state(instigator_type=InstigatorType.SCHEDULE)
         if state.origin.repository_origin.code_location_origin.location_name == location
     }
+    schedules = {schedule.job_name: schedule for schedule in repository.schedule_defs}
     jobs = tuple(
-        _job_status(instance, repository, schedule, states.get(schedule.name), ledgers, now)
-        for schedule in sorted(repository.schedule_defs, key=lambda s: s.job_name)
+        _job_status(instance, repository, name, schedules.get(name), states, ledgers, now)
+        for name in sorted(job.name for job in repository.get_all_jobs())
+        if not name.startswith("__")  # Dagster's own implicit asset job
     )
     daemons = _heartbeats(instance, now)
     return Status(
@@ -187,28 +191,33 @@ def short_duration(span: timedelta) -> str:
 def _job_status(
     instance: dg.DagsterInstance,
     repository: dg.RepositoryDefinition,
-    schedule: dg.ScheduleDefinition,
-    state: InstigatorState | None,
+    name: str,
+    schedule: dg.ScheduleDefinition | None,
+    states: Mapping[str, InstigatorState],
     ledgers: Ledgers,
     now: datetime,
 ) -> JobStatus:
-    name = schedule.job_name
     last = _latest_run(instance, dg.RunsFilter(job_name=name))
     success = _latest_run(
         instance, dg.RunsFilter(job_name=name, statuses=[dg.DagsterRunStatus.SUCCESS])
     )
-    schedule_state = _schedule_state(schedule, state, now)
-    max_runtime = timedelta(seconds=float(repository.get_job(name).tags.get(MAX_RUNTIME_TAG, 0)))
-    within = success_within(schedule_state.cron, schedule_state.timezone, max_runtime, now)
     last_success_at = _ended_at(success) if success else None
-    since = last_success_at or schedule_state.started_at
+    schedule_state = within = None
+    late = False
+    if schedule is not None:
+        schedule_state = _schedule_state(schedule, states.get(schedule.name), now)
+        tags = repository.get_job(name).tags
+        max_runtime = timedelta(seconds=float(tags.get(MAX_RUNTIME_TAG, 0)))
+        within = success_within(schedule_state.cron, schedule_state.timezone, max_runtime, now)
+        since = last_success_at or schedule_state.started_at
+        late = since is not None and now - since > within
     return JobStatus(
         name=name,
         schedule=schedule_state,
         last_run=_last_run(last, now) if last else None,
         last_success_at=last_success_at,
         success_within=within,
-        late=since is not None and now - since > within,
+        late=late,
         pending_failures=ledgers.pending_failures.get(name, 0),
     )
 
@@ -297,7 +306,7 @@ def _reasons(
             limit = short_duration(STALE_HEARTBEAT)
             reasons.append(f"daemon {daemon.daemon_type}: {beat} (stale after {limit})")
     for job in jobs:
-        if job.late:
+        if job.late and job.success_within is not None:
             since = (
                 f"last success {short_duration(now - job.last_success_at)} ago"
                 if job.last_success_at

@@ -37,6 +37,10 @@ from observing_pipelines_tests.support import PROJECT_ROOT
 from observing_pipelines_tests.test_cli import command
 
 JOB_NAMES = sorted(module.SPEC.name for module in JOBS)
+"""The scheduled jobs."""
+SENSOR_JOBS = ["refresh_community_ids"]
+"""Jobs only sensors start: no next tick, never late."""
+ALL_JOBS = sorted(JOB_NAMES + SENSOR_JOBS)
 
 
 @pytest.fixture
@@ -108,7 +112,7 @@ def status(capsys, *args: str) -> tuple[int, str]:
     return code, capsys.readouterr().out
 
 
-def table_rows(out: str, names: list[str] = JOB_NAMES) -> dict[str, list[str]]:
+def table_rows(out: str, names: list[str] = ALL_JOBS) -> dict[str, list[str]]:
     """The rows of a table (jobs, or daemons), by their first column, split into their columns
     (two spaces or more apart)."""
     return {
@@ -125,8 +129,11 @@ def test_a_healthy_instance_exits_0_with_a_row_per_job(instance, db_url, capsys)
     assert code == 0, out
     assert out.startswith("healthy at ")
     table = table_rows(out)
-    assert list(table) == JOB_NAMES
+    assert list(table) == ALL_JOBS
+    assert table["refresh_community_ids"][1:] == ["none", "-", "never", "by sensor", "0"]
     for job, (_, last_run, took, last_success, next_tick, failing) in table.items():
+        if job in SENSOR_JOBS:
+            continue
         assert re.fullmatch(r"SUCCESS 1m\d*s? ago", last_run), (job, last_run)
         assert took == "10s" and re.fullmatch(r"1m\d*s? ago", last_success), (job, took)
         assert next_tick.startswith("in "), (job, next_tick)
@@ -166,8 +173,16 @@ def test_json_has_the_documented_keys(instance, capsys):
     facts = json.loads(out)
     assert set(facts) == {"healthy", "checked_at", "jobs", "dead_letters", "daemons", "reasons"}
     assert facts["healthy"] is True and facts["reasons"] == []
-    assert [job["name"] for job in facts["jobs"]] == JOB_NAMES
+    assert [job["name"] for job in facts["jobs"]] == ALL_JOBS
+    (sensor_job,) = [job for job in facts["jobs"] if job["name"] in SENSOR_JOBS]
+    assert (sensor_job["schedule"], sensor_job["success_within"], sensor_job["late"]) == (
+        None,
+        None,
+        False,
+    )
     for job in facts["jobs"]:
+        if job["name"] in SENSOR_JOBS:
+            continue
         assert set(job) == {
             "name",
             "schedule",
@@ -290,7 +305,7 @@ def test_a_job_past_its_success_interval_is_degraded(instance, capsys):
     assert not table["thumbnails"][3].endswith("LATE")  # 48 hours: not yet
     facts = json.loads(status(capsys, "--json")[1])
     late = {job["name"]: job["late"] for job in facts["jobs"]}
-    assert late == {job: job == "resolve_taxa" for job in JOB_NAMES}
+    assert late == {job: job == "resolve_taxa" for job in ALL_JOBS}
 
 
 def test_a_job_never_successful_is_late_from_its_schedule_start(instance, capsys):
