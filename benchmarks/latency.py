@@ -12,6 +12,7 @@ refreshing (`pipelines.view_refreshes`), and the mean start-up of the runs (crea
 started to the pass's step, the step itself).
 
     .venv/bin/python -m benchmarks.latency [--sizes 10000,1000000] [--steady-seconds 180]
+        [--modes "sensors on; sensors off (schedule); sensors on, view every 10 s"]
 """
 
 from __future__ import annotations
@@ -43,7 +44,12 @@ from observing_pipelines_tests.support import PROJECT_ROOT, quiet_schedules
 
 NEW_NAME_KEY_BASE = 700_000_000
 """Keys of the names that arrive during the benchmark, clear of the data set's."""
-MODES = {"sensors on": "true", "sensors off (schedule)": "false"}
+MODES = {
+    "sensors on": {"NEW_WORK_SENSORS": "true"},
+    "sensors off (schedule)": {"NEW_WORK_SENSORS": "false"},
+    "sensors on, view every 10 s": {"NEW_WORK_SENSORS": "true", "COMMUNITY_IDS_MIN_INTERVAL": "10"},
+}
+"""The default run compares the first two; the third shows the refresh budget's floor."""
 
 
 @dataclass
@@ -210,11 +216,12 @@ def wait_until_visible(arrivals: Sequence[Arrival], timeout: float) -> None:
 
 
 @contextmanager
-def services_for(url: str, workdir: Path, gbif_url: str, sensors: str) -> Iterator[Services]:
+def services_for(
+    url: str, workdir: Path, gbif_url: str, mode: dict[str, str]
+) -> Iterator[Services]:
     env = quiet_schedules()
     env.pop("RESOLVE_TAXA_CRON")  # today's 5-minute schedule stays
-    env |= {
-        "NEW_WORK_SENSORS": sensors,
+    env |= mode | {
         "GBIF_BASE_URL": gbif_url,
         "WIKIDATA_SPARQL_URL": CLOSED_PORT_URL,
     }
@@ -224,14 +231,14 @@ def services_for(url: str, workdir: Path, gbif_url: str, sensors: str) -> Iterat
 
 
 def measure_mode(
-    url: str, gbif_url: str, sensors: str, names: Iterator[str], args: argparse.Namespace
+    url: str, gbif_url: str, mode: dict[str, str], names: Iterator[str], args: argparse.Namespace
 ) -> list[list[object]]:
     clock_offset = time.time() - time.monotonic()
-    ingester = Ingester(url, f"{sensors}-{time.monotonic_ns()}")
+    ingester = Ingester(url, f"mode-{time.monotonic_ns()}")
     rows: list[list[object]] = []
     with (
         tempfile.TemporaryDirectory() as workdir,
-        services_for(url, Path(workdir), gbif_url, sensors) as services,
+        services_for(url, Path(workdir), gbif_url, mode) as services,
         Watcher(url) as watcher,
     ):
         phases = []
@@ -294,10 +301,12 @@ def main() -> None:
     parser.add_argument("--quiet-seconds", type=float, default=60.0)
     parser.add_argument("--settle-seconds", type=float, default=420.0, help="wait for the rest")
     parser.add_argument("--latency-ms", type=float, default=100.0, help="GBIF stand-in delay")
-    parser.add_argument("--modes", default=",".join(MODES), help="which of: " + ", ".join(MODES))
+    parser.add_argument(
+        "--modes", default=";".join(list(MODES)[:2]), help="';'-separated, of: " + "; ".join(MODES)
+    )
     args = parser.parse_args()
     per_mode = int(args.steady_seconds / args.interval) + args.burst + 10
-    modes = [mode.strip() for mode in args.modes.split(",")]
+    modes = [mode.strip() for mode in args.modes.split(";")]
     table: list[list[object]] = []
     for rows in (int(size) for size in args.sizes.split(",")):
         new_names = generated_names(per_mode * len(modes), seed=rows + 7)

@@ -3,6 +3,7 @@ its sensor, evaluated against the test database and a Dagster instance on Postgr
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
@@ -265,6 +266,28 @@ def test_the_sensor_requests_a_refresh_only_when_owed_and_allowed(instance, db_u
     assert [r.run_key for r in requests(tick(sensor, instance, db_url, cursor))] == [
         "community_ids:2"
     ]
+
+
+def test_a_refresh_is_asked_for_ahead_and_waits_out_the_budget(instance, db_url, conn):
+    """The sensor asks for the refresh a tick and a launch before the budget allows it; the
+    refresh job's step waits out the rest, then refreshes: the view is refreshed on time."""
+    settings = Settings.from_env({"COMMUNITY_IDS_MIN_INTERVAL": "60"})
+    refresh(conn)
+    arrive(conn, ("Alpha species", "Plantae"))
+    with conn, conn.cursor() as cur:  # allowed in 3 s: within the lead of 10 + 5 s
+        cur.execute("UPDATE pipelines.view_refreshes SET refreshed_at = now() - interval '57 s'")
+    definitions = community_ids_job.definitions(settings)
+    (sensor,) = definitions.sensors or ()
+    assert [r.run_key for r in requests(tick(sensor, instance, db_url))] == ["community_ids:1"]
+    job = dg.Definitions.merge(
+        definitions, dg.Definitions(resources={"app_db": AppDatabaseResource(url=db_url)})
+    ).resolve_job_def(community_ids_job.JOB)
+    started = time.monotonic()
+    result = job.execute_in_process()
+    assert 2.5 <= time.monotonic() - started < 30
+    (refreshed,) = result.asset_materializations_for_node("ingester__community_ids")
+    assert refreshed.metadata["lag_seconds"].value >= 60
+    assert not community_ids.refresh_state(conn).owed
 
 
 def test_a_re_resolve_still_refreshes(conn, db_url, fake_gbif, gbif_server, wikidata_server):
