@@ -43,14 +43,36 @@ def browser() -> Iterator:
 
 
 def shown(browser, css: str, text: str | None = None, seconds: float = WAIT) -> list:
-    """The elements matching `css` (containing `text`), once there are any."""
+    """The elements matching `css` (containing `text`), once there are any. The UI re-renders
+    as its queries answer: an element gone meanwhile is looked for again."""
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
 
     def found() -> list:
-        elements = browser.find_elements(By.CSS_SELECTOR, css)
-        return [e for e in elements if text is None or text in e.text]
+        try:
+            elements = browser.find_elements(By.CSS_SELECTOR, css)
+            return [e for e in elements if text is None or text in e.text]
+        except StaleElementReferenceException:
+            return []
 
     return wait_for(found, seconds, f"{css} {text or ''} on {browser.current_url}")
+
+
+def click(browser, css: str, text: str) -> None:
+    """Click the one enabled element matching `css` and `text`, found afresh if it re-rendered."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    def clicked() -> bool:
+        try:
+            (element,) = shown(browser, css, text)
+            if not element.is_enabled():
+                return False
+            element.click()
+            return True
+        except StaleElementReferenceException:
+            return False
+
+    wait_for(clicked, WAIT, f"{css} {text} to click")
 
 
 def test_an_operator_finds_the_jobs_launches_a_re_resolve_and_sees_the_pictures(
@@ -72,8 +94,7 @@ def test_an_operator_finds_the_jobs_launches_a_re_resolve_and_sees_the_pictures(
         try:
             # Every job on the jobs page; every schedule and sensor, by its job, on Automation.
             browser.get(f"{ui}/jobs")
-            (skip,) = shown(browser, "button", "Skip")  # Dagster's newsletter dialog, once
-            skip.click()
+            click(browser, "button", "Skip")  # Dagster's newsletter dialog, once
             seen = {"a (job)": sum(len(shown(browser, "a", job)) > 0 for job in sorted(jobs))}
             browser.get(f"{ui}/automation")
             seen["a (schedule or sensor)"] = sum(
@@ -88,9 +109,7 @@ def test_an_operator_finds_the_jobs_launches_a_re_resolve_and_sees_the_pictures(
                 "ops:\n  ingester__identification_taxa:\n    config:\n"
                 "      names: [Helianthus annuus]\n",
             )
-            (launch,) = shown(browser, "button", "Launch Run")
-            wait_for(launch.is_enabled, WAIT, "the launch button, once the config is valid")
-            launch.click()
+            click(browser, "button", "Launch Run")  # enabled once the config is valid
             wait_for(lambda: "/runs/" in browser.current_url, WAIT, "the run's page")
             run_id = browser.current_url.split("/runs/")[1].split("?")[0]
             assert services.finish(run_id) == DagsterRunStatus.SUCCESS
