@@ -10,7 +10,7 @@ import dagster as dg
 import pytest
 from dagster._core.utils import make_new_run_id
 
-from observing_pipelines.db import identifications
+from observing_pipelines.db import identifications, view_refreshes
 from observing_pipelines.db.view_refreshes import ViewRefresh
 from observing_pipelines.definitions import defs
 from observing_pipelines.jobs import community_ids as community_ids_job
@@ -243,6 +243,17 @@ def test_a_refresh_is_deferred_within_the_budget_and_made_after_it(conn, db_url)
         cur.execute("UPDATE pipelines.view_refreshes SET refreshed_at = now() - interval '2 s'")
     assert isinstance(refresh(conn, budget), Refreshed)
     assert not community_ids.refresh_state(conn).owed
+
+
+def test_a_refresh_is_recorded_at_its_end_not_its_transaction_start(conn):
+    """The budget counts its wait from the end of a refresh: a 14-second refresh recorded at
+    its transaction's start would leave 10x its duration for everything, not 11x."""
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT pg_sleep(0.3)")
+        done = view_refreshes.record_refresh(conn, community_ids.VIEW, 1, 0.3)
+        cur.execute("SELECT now()")
+        (started,) = cur.fetchone()
+    assert (done.refreshed_at - started).total_seconds() >= 0.3
 
 
 def test_the_sensor_requests_a_refresh_only_when_owed_and_allowed(instance, db_url, conn):
