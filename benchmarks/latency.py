@@ -141,7 +141,12 @@ class Watcher:
                 arrival.visible = now
 
     def refresh_seconds(self, start: float, end: float) -> float:
-        return sum(seconds for seen, seconds in self.refreshes.values() if start <= seen <= end)
+        """Seconds the view spent refreshing inside the window: each refresh is the
+        `seconds` before it was seen (half a second late at most), cut to the window."""
+        return sum(
+            max(0.0, min(end, seen) - max(start, seen - seconds))
+            for seen, seconds in self.refreshes.values()
+        )
 
 
 class Ingester:
