@@ -224,17 +224,13 @@ def materialize_result(
     return dg.MaterializeResult(metadata=values)
 
 
-_COLUMN_TYPES: tuple[tuple[type, str], ...] = ((bool, "boolean"), (int, "bigint"), (float, "float"))
-
-
 def sample_table(sample: Sample) -> dg.TableMetadataValue:
     """A sample as a table, its columns typed by their values (`text` when none says)."""
     names = list(dict.fromkeys(name for row in sample.rows for name in row))
     columns = []
     for name in names:
         kinds = {type(row.get(name)) for row in sample.rows} - {type(None)}
-        sql = next((label for kind, label in _COLUMN_TYPES if kinds == {kind}), "text")
-        columns.append(dg.TableColumn(name, sql))
+        columns.append(dg.TableColumn(name, sql_type(kinds.pop()) if len(kinds) == 1 else "text"))
     return dg.MetadataValue.table(
         records=[dg.TableRecord({name: row.get(name) for name in names}) for row in sample.rows],
         schema=dg.TableSchema(columns=columns),
@@ -282,13 +278,20 @@ def asset_docs(section: str, columns: dg.TableSchema) -> dict[str, Any]:
 
 
 _SQL_TYPES: tuple[tuple[type, str], ...] = (
-    (bool, "boolean"),
+    (bool, "boolean"),  # before int, of which bool is a subclass
     (int, "bigint"),
-    (float, "double precision"),
-    (str, "text"),
+    (float, "float"),
     (list, "jsonb"),
     (dict, "jsonb"),
 )
+
+
+def sql_type(kind: object) -> str:
+    """The SQL type of a column holding Python values of `kind` (`text` for anything else)."""
+    return next(
+        (sql for python, sql in _SQL_TYPES if isinstance(kind, type) and issubclass(kind, python)),
+        "text",
+    )
 
 
 def row_schema(row_type: type, *more: dg.TableColumn) -> dg.TableSchema:
@@ -300,18 +303,7 @@ def row_schema(row_type: type, *more: dg.TableColumn) -> dg.TableSchema:
         nullable = type(None) in parts
         kind = next(part for part in parts if part is not type(None))
         base = get_origin(kind) or kind
-        sql = (
-            "text"
-            if base is Literal
-            else next(
-                (
-                    label
-                    for python, label in _SQL_TYPES
-                    if isinstance(base, type) and issubclass(base, python)
-                ),
-                "text",
-            )
-        )
+        sql = "text" if base is Literal else sql_type(base)
         columns.append(
             dg.TableColumn(
                 name.rstrip("_"), sql, constraints=dg.TableColumnConstraints(nullable=nullable)

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 
 from observing_pipelines.jobs.common import asset_docs, asset_job
-from observing_pipelines.jobs.sensing import SensorCursor, runs_in_flight
+from observing_pipelines.jobs.sensing import SensorCursor, new_work_status, runs_in_flight
 from observing_pipelines.resources import AppDatabaseResource
 from observing_pipelines.settings import Settings
 from observing_pipelines.taxa import community_ids
@@ -107,11 +107,7 @@ def definitions(settings: Settings) -> dg.Definitions:
         name=SENSOR,
         job=job,
         minimum_interval_seconds=settings.sensor_interval_seconds,
-        default_status=(
-            dg.DefaultSensorStatus.RUNNING
-            if settings.new_work_sensors
-            else dg.DefaultSensorStatus.STOPPED
-        ),
+        default_status=new_work_status(settings),
         description=(
             "Requests a refresh of community_ids when its sources were written since the last "
             "one and the refresh budget allows it, or will by the time the run starts (two "

@@ -23,7 +23,12 @@ from observing_pipelines.jobs.common import (
     row_schema,
 )
 from observing_pipelines.jobs.community_ids import COMMUNITY_IDS
-from observing_pipelines.jobs.sensing import SensorCursor, runs_in_flight, waiting_run
+from observing_pipelines.jobs.sensing import (
+    SensorCursor,
+    new_work_status,
+    runs_in_flight,
+    waiting_run,
+)
 from observing_pipelines.resources import AppDatabaseResource, GbifResource, WikidataResource
 from observing_pipelines.settings import Settings
 from observing_pipelines.taxa.resolve_taxa import (
@@ -157,11 +162,7 @@ def new_work_sensor(settings: Settings, job_name: str) -> dg.SensorDefinition:
         name=NEW_WORK_SENSOR,
         job_name=job_name,
         minimum_interval_seconds=settings.sensor_interval_seconds,
-        default_status=(
-            dg.DefaultSensorStatus.RUNNING
-            if settings.new_work_sensors
-            else dg.DefaultSensorStatus.STOPPED
-        ),
+        default_status=new_work_status(settings),
         description="Starts resolve_taxa as soon as unstamped identifications are due.",
     )
     def sensor(

@@ -14,6 +14,8 @@ from typing import Self
 import dagster as dg
 from pydantic import BaseModel, ValidationError
 
+from observing_pipelines.settings import Settings
+
 WAITING = (
     dg.DagsterRunStatus.QUEUED,
     dg.DagsterRunStatus.NOT_STARTED,
@@ -21,6 +23,15 @@ WAITING = (
 )
 """Runs that have not begun their work: whatever is in the tables when they do, they take."""
 GOING = (dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING)
+
+
+def new_work_status(settings: Settings) -> dg.DefaultSensorStatus:
+    """How the sensors of new work start: running, unless `NEW_WORK_SENSORS` is off."""
+    return (
+        dg.DefaultSensorStatus.RUNNING
+        if settings.new_work_sensors
+        else dg.DefaultSensorStatus.STOPPED
+    )
 
 
 def runs_in_flight(instance: dg.DagsterInstance, job_name: str) -> list[dg.DagsterRun]:
